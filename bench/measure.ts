@@ -1,0 +1,45 @@
+/**
+ * The load loop shared by the server benchmarks: `workers` concurrent loops call `fn` until the
+ * deadline, and every call's latency is kept.
+ *
+ * @example
+ * ```ts
+ * const m = await measure(16, 2, () => client.incr('k'));
+ * console.log(m.ops / (m.ms / 1000), percentile(m.lat, 0.99));
+ * ```
+ */
+export interface Measure {
+  /** Calls completed. */
+  ops: number;
+  /** Wall-clock duration, in milliseconds. */
+  ms: number;
+  /** Latency of each call, in milliseconds, in completion order. */
+  lat: number[];
+}
+
+export async function measure(
+  workers: number,
+  seconds: number,
+  fn: (worker: number) => Promise<unknown>,
+): Promise<Measure> {
+  const deadline = performance.now() + seconds * 1000;
+  const lat: number[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      while (performance.now() < deadline) {
+        const s = performance.now();
+        await fn(w);
+        lat.push(performance.now() - s);
+      }
+    }),
+  );
+  return { ops: lat.length, ms: performance.now() - t0, lat };
+}
+
+/** The `p` quantile (0..1) of `xs` (0 when empty). Sorts a copy. */
+export function percentile(xs: readonly number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
+}

@@ -1,0 +1,192 @@
+/**
+ * Redis benchmarks: Lockstep through the public store API (`createStore(redis(...))`) against
+ * what users write today, in the same run, on the same Redis, 16 concurrent workers on ONE hot
+ * key, one connection per side (plus 16 for the WATCH anchor, which needs one per transaction).
+ *
+ * 1. lock, read, modify, commit, release: `Counter.lock(hot, d => d.n += 1)` vs
+ *    @sesamecare-oss/redlock `using([key])` + ioredis GET/SET (redlock's default retry settings:
+ *    200 ms delay + 200 ms jitter; retryCount -1 so that no attempt fails).   target >= 3x
+ * 2. atomic increment: `Counter.apply(hot, d => d.n.incr(1))` (guards, version, schema check)
+ *    vs raw ioredis INCR.                                                     target >= 0.5x
+ * 3. optimistic update: `Counter.update(hot, d => d.n += 1)` vs a hand-written
+ *    WATCH/GET/MULTI/SET/EXEC retry loop.                                     target >= 1x
+ * 4. hand-off latency between two processes waiting on the same lock: from the moment the
+ *    holder's fn returns to the moment the other process's fn starts (commit + release + pub/sub
+ *    wake-up + acquire + read). p50/p99.
+ *
+ * Each pair is measured twice, interleaved, to even out a shared machine's noise.
+ * Run: `npm run bench -- redis` (REDIS_URL, default redis://127.0.0.1:6379; BENCH_SECONDS=2;
+ * BENCH_ONLY=1,2 runs only those sections).
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Redlock } from '@sesamecare-oss/redlock';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { redis } from '../src/backends/redis/index.js';
+import { createStore } from '../src/index.js';
+import { type Measure, measure as measureLoad, percentile } from './measure.js';
+
+const URL_ = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const WORKERS = 16;
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+/** BENCH_ONLY=2 or BENCH_ONLY=1,2: run only these sections (4 = hand-off); default all. */
+const ONLY = new Set((process.env.BENCH_ONLY ?? '1,2,3,4').split(',').map((x) => x.trim()));
+
+const measure = (fn: (worker: number) => Promise<unknown>) => measureLoad(WORKERS, SECONDS, fn);
+
+const rate = (m: Measure) => (m.ops / m.ms) * 1000;
+
+async function pair(
+  title: string,
+  target: number,
+  anchorName: string,
+  anchor: (w: number) => Promise<unknown>,
+  oursName: string,
+  ours: (w: number) => Promise<unknown>,
+): Promise<string> {
+  const a: Measure = { ops: 0, ms: 0, lat: [] };
+  const o: Measure = { ops: 0, ms: 0, lat: [] };
+  for (let round = 0; round < 2; round++) {
+    for (const [acc, fn] of [
+      [a, anchor],
+      [o, ours],
+    ] as const) {
+      const m = await measure(fn);
+      acc.ops += m.ops;
+      acc.ms += m.ms;
+      for (const x of m.lat) acc.lat.push(x);
+    }
+  }
+  const ratio = rate(o) / rate(a);
+  const line = (name: string, m: Measure, tail: string) =>
+    `  ${name.padEnd(52)} ${rate(m).toFixed(0).padStart(7)} ops/s  p50 ${percentile(m.lat, 0.5).toFixed(2)} ms  p99 ${percentile(m.lat, 0.99).toFixed(2)} ms  ${tail}`;
+  const out = [
+    title,
+    line(anchorName, a, '(anchor)'),
+    line(
+      oursName,
+      o,
+      `${ratio.toFixed(2)}x (target >= ${target}x${ratio >= target ? '' : ' MISSED'})`,
+    ),
+  ].join('\n');
+  console.log(out);
+  return out;
+}
+
+async function handoff(prefix: string, rounds: number): Promise<string> {
+  const script = fileURLToPath(
+    new URL('../test/backends/redis/fixtures/handoff.ts', import.meta.url),
+  );
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const setup = createStore(redis({ url: URL_, prefix }));
+  await setup.model('handoff', z.object({ n: z.number().int() })).put('ho', { n: 0 });
+  await setup.close();
+  const kids = [0, 1].map(() =>
+    spawn(process.execPath, ['--import', 'tsx', script, prefix, String(rounds)], {
+      cwd: root,
+      env: { ...process.env, REDIS_URL: URL_ },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    }),
+  );
+  const outputs = kids.map(
+    (k) =>
+      new Promise<string>((resolve) => {
+        let s = '';
+        k.stdout.on('data', (c) => (s += String(c)));
+        k.on('exit', () => resolve(s));
+      }),
+  );
+  const ready = kids.map((k) => new Promise<void>((r) => k.stdout.once('data', () => r())));
+  await Promise.all(ready);
+  for (const k of kids) k.stdin.write('go\n');
+  const logs = (await Promise.all(outputs)).map((s, p) => {
+    const line = s.split('\n').find((l) => l.startsWith('['));
+    return (JSON.parse(line ?? '[]') as Array<[number, number, number]>).map(([n, got, end]) => ({
+      n,
+      got,
+      end,
+      p,
+    }));
+  });
+  const byN = new Map(logs.flat().map((e) => [e.n, e]));
+  const lat: number[] = [];
+  for (const [n, e] of byN) {
+    const next = byN.get(n + 1);
+    if (next && next.p !== e.p) lat.push(next.got - e.end);
+  }
+  const out = `4. hand-off latency between two processes (${lat.length} cross-process hand-offs)\n  fn returns in one process -> fn starts in the other: p50 ${percentile(lat, 0.5).toFixed(2)} ms  p99 ${percentile(lat, 0.99).toFixed(2)} ms`;
+  console.log(out);
+  return out;
+}
+
+/** Runs the Redis benchmarks and prints ratios against redlock, INCR and WATCH/MULTI. */
+export default async function main(): Promise<void> {
+  const prefix = `lsbench:${process.pid}`;
+  const raw = new Redis(URL_);
+  const watchers = Array.from({ length: WORKERS }, () => new Redis(URL_));
+  const store = createStore(redis({ url: URL_, prefix }));
+  const Counter = store.model('counter', z.object({ n: z.number().int() }));
+  await Counter.put('hot', { n: 0 });
+  const rawKey = `${prefix}:raw`;
+  await raw.set(rawKey, '0');
+  const redlock = new Redlock([raw], { retryCount: -1 });
+  try {
+    console.log(
+      `redis bench: ${WORKERS} workers on one hot key, ${SECONDS}s x 2 interleaved rounds per side`,
+    );
+    if (ONLY.has('1'))
+      await pair(
+        '1. lock, read, modify, commit, release (one hot key)',
+        3,
+        'redlock.using([key]) + GET + SET',
+        () =>
+          redlock.using([`${rawKey}:lock`], 5_000, async () => {
+            const v = Number(await raw.get(rawKey));
+            await raw.set(rawKey, String(v + 1));
+          }),
+        'lockstep Counter.lock(hot, d => d.n += 1)',
+        () => Counter.lock('hot', (d) => void (d.n += 1)),
+      );
+    if (ONLY.has('2'))
+      await pair(
+        '2. atomic increment (one hot key)',
+        0.5,
+        'ioredis INCR',
+        () => raw.incr(rawKey),
+        'lockstep Counter.apply(hot, d => d.n.incr(1))',
+        () => Counter.apply('hot', (d) => d.n.incr(1)),
+      );
+    if (ONLY.has('3'))
+      await pair(
+        '3. optimistic read-modify-write (one hot key)',
+        1,
+        'WATCH; GET; MULTI; SET; EXEC (retry on conflict)',
+        async (w) => {
+          const c = watchers[w] as Redis;
+          for (;;) {
+            await c.watch(rawKey);
+            const v = Number(await c.get(rawKey));
+            const r = await c
+              .multi()
+              .set(rawKey, String(v + 1))
+              .exec();
+            if (r !== null) return;
+          }
+        },
+        'lockstep Counter.update(hot, d => d.n += 1)',
+        () => Counter.update('hot', (d) => void (d.n += 1), { retries: 100_000 }),
+      );
+    if (ONLY.has('4')) await handoff(`${prefix}:ho`, 300);
+  } finally {
+    await store.close();
+    let cursor = '0';
+    do {
+      const [next, keys] = await raw.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await raw.del(...keys);
+    } while (cursor !== '0');
+    await raw.quit();
+    await Promise.all(watchers.map((c) => c.quit()));
+  }
+}

@@ -1,0 +1,29 @@
+/**
+ * What the memory backend reports for leak checks.
+ *
+ * @example
+ * ```ts
+ * const { leases, locks, timers } = backend.stats(); // all 0 once every lock() has returned
+ * ```
+ */
+
+/**
+ * Counts of what the backend holds; every count but `documents` is 0 when idle.
+ *
+ * @example
+ * ```ts
+ * const { leases, locks, timers } = backend.stats(); // all 0 once every lock() has returned
+ * ```
+ */
+export interface MemoryStats {
+  /** Stored documents, all models together. */
+  readonly documents: number;
+  /** Leases taken and not yet committed, released or expired. */
+  readonly leases: number;
+  /** Keys held or waited for in the lock table. */
+  readonly locks: number;
+  /** Lease expiry timers running. */
+  readonly timers: number;
+  /** Documents reserved by a write whose async post-check is being re-run. */
+  readonly reservations: number;
+}

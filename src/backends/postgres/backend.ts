@@ -1,0 +1,170 @@
+/**
+ * The PostgreSQL backend: the Backend contract (see `src/store/backend.ts`) on PostgreSQL >= 12.
+ *
+ * Design (why it is fast and correct):
+ * - One table per model in the configured schema: `key text COLLATE "C" PRIMARY KEY, version,
+ *   fence, data jsonb, field_versions jsonb, data_version, incarnation, created_at, updated_at`.
+ *   `field_versions[f]` is the version that last wrote field `f` by a patch and `data_version`
+ *   the version of the last whole-document write (create/put), so "field f was written after
+ *   version v" is `max(data_version, field_versions[f]) > v` (used by `fieldsUnchangedSince`);
+ *   `incarnation` (from the fence sequence) tells a document deleted and created again apart.
+ * - Post-images are computed in JavaScript with the reference semantics (`applyOps`,
+ *   `firstFalseGuard` from `src/store/apply-ops.ts`), on rows locked `FOR NO KEY UPDATE` inside
+ *   the transaction, so every op and guard behaves exactly as on every other backend (jsonb
+ *   arithmetic is decimal, JavaScript's is IEEE: computing in SQL would differ on 0.1 + 0.2).
+ *   Numbers travel as JSON text and come back as JSON text, so every double round-trips exactly.
+ * - `write`, by shape (fewest round trips that stay all-or-nothing):
+ *   - one create / put / unconditional delete: ONE autocommit statement;
+ *   - one patch of only `set`/`unset` without guards or post-check (what `update` sends): ONE
+ *     `UPDATE ... WHERE version = $v [AND field checks] RETURNING`, the post-image by jsonb
+ *     `-`/`||`;
+ *   - one patch with ops/guards/post-check (what `apply` sends): `BEGIN; SELECT ... FOR NO KEY
+ *     UPDATE`, evaluate, `UPDATE ...; COMMIT` (two round trips; the post-check must run between
+ *     them). Patches of the same document arriving while one is in flight are COMBINED into the
+ *     next transaction (each evaluated on its predecessor's result, each getting its own result),
+ *     so a hot document costs two round trips per group, not per patch;
+ *   - anything else: the same two round trips over every touched row, locked in one canonical
+ *     order (model, then key in "C" order).
+ * - `acquire`: ONE round trip `BEGIN; SELECT set_config(lock_timeout), set_config(
+ *   idle_in_transaction_session_timeout), pg_advisory_xact_lock(...); SELECT rows; SELECT
+ *   nextval(fence)`. A lease is transaction-level advisory locks on hash(schema, model, key,
+ *   action), taken in key order: missing keys and named actions lock like any other, and plain
+ *   writes are never blocked by a holder (a holder may await a write of its own key; its commit
+ *   detects conflicting fields). `rowLocks: true` also locks the rows (`FOR NO KEY UPDATE` /
+ *   `FOR SHARE`) for the lease's life, for users who want other SQL writers to queue behind it.
+ *   A lock commit of `set`/`unset` patches is ONE round trip (`UPDATE ...; COMMIT`; several
+ *   documents: one UPDATE per document, then a check that fails unless every row now carries the
+ *   lease's fence, then COMMIT, all in one message: a failed statement skips the COMMIT).
+ * - Leases are the transaction: a dead holder's session ends and its locks go with it; a holder
+ *   idle past `leaseMs` has its session ended by the server (idle_in_transaction_session_timeout),
+ *   so it can never commit (refused with reason `fence`). `renew: true` keeps the session busy with
+ *   a cheap `SELECT 1` every leaseMs/3 while the caller's function runs.
+ * - Deadlocks: PostgreSQL reports cycles between waiting sessions (40P01 → DeadlockError). Nested
+ *   `lock()` calls wait through JavaScript, which no server sees; within one process every lease
+ *   is tracked in the in-process wait-for graph (`tasks.ts`, `tracksTasks`), so such a cycle ends
+ *   in DeadlockError at once. Across processes it ends at `timeoutMs` (or the lease).
+ * - Fences come from a sequence taken after the locks are held: strictly increasing across
+ *   holders, never reused even when a holder's transaction is rolled back. A lease commit stamps
+ *   its fence on the rows it writes, which also resolves an unknown COMMIT outcome (connection
+ *   dropped while committing): once the old session is gone, the fence on the row tells.
+ *
+ * Where each behaviour lives (one concept per file):
+ * - `context.ts`: the shared state (pool, settings, table names, checking out a connection);
+ * - `conn.ts`: a checked-out connection that tracks its transaction and notices its death;
+ * - `rows.ts`: raw rows and their decoding, document ids, lock names, the "C" key order;
+ * - `reading.ts`: `read`; `migrations.ts`: tables created on demand or by `migrate()`;
+ * - `write.ts`: a batch dispatched by shape, retried while nothing was written;
+ * - `single-statement.ts`: create / put / unconditional delete / simple patch as ONE statement;
+ * - `patch-sql.ts`: the single-statement set/unset patch SQL, and why it matched no row;
+ * - `combine.ts`: per-document combining (group commit) and the remembered-row cache;
+ * - `batch.ts`: the general transaction (rows locked in canonical order);
+ * - `planner.ts`: evaluating writes on pre-images (reference semantics), refusals, final SQL;
+ * - `leases.ts` / `lease.ts`: taking, committing and releasing leases (fencing, lost commits);
+ * - `program-order.ts`: a lease waits for this process's writes issued before it;
+ * - `errors.ts`: SQLSTATE classification and the retry backoff.
+ */
+import type { Pool } from 'pg';
+import type {
+  Backend,
+  DocRef,
+  DocWrite,
+  Lease,
+  LeaseRequest,
+  StoredDoc,
+  WriteResult,
+} from '../../store/backend.js';
+import { Combiner } from './combine.js';
+import { PgContext } from './context.js';
+import { Leases } from './leases.js';
+import { migrate } from './migrations.js';
+import type { BackendSettings } from './options.js';
+import { validateWrites } from './planner.js';
+import { trackWrites } from './program-order.js';
+import { read } from './reading.js';
+import { docId } from './rows.js';
+import { write } from './write.js';
+
+export { classify } from './errors.js';
+export type { BackendSettings, PostgresOptions } from './options.js';
+export { DEFAULT_ACTION } from './rows.js';
+
+/**
+ * The PostgreSQL {@link Backend}. Made by `postgres()`; hand it to `createStore`. A thin class:
+ * each behaviour lives in the file named after it (see the list above).
+ *
+ * @example
+ * ```ts
+ * const backend = postgres({ url: process.env.DATABASE_URL, schema: 'app' });
+ * const store = createStore(backend);
+ * await backend.migrate(['account']); // optional: tables are also created on first use
+ * ```
+ */
+export class PostgresBackend implements Backend {
+  readonly name = 'postgres';
+  /** Nested locks in opposite orders within this process are detected (see `tasks.ts`). */
+  readonly tracksTasks: boolean;
+  /** The schema holding the model tables. */
+  readonly schema: string;
+  readonly #ctx: PgContext;
+  readonly #combiner: Combiner;
+  readonly #leases: Leases;
+
+  /** @internal use {@link postgres}. */
+  constructor(pool: Pool, ownPool: boolean, settings: BackendSettings) {
+    this.#ctx = new PgContext(pool, ownPool, settings);
+    this.schema = settings.schema;
+    this.tracksTasks = settings.detectDeadlocks;
+    this.#combiner = new Combiner(this.#ctx);
+    this.#leases = new Leases(this.#ctx, this.#combiner);
+  }
+
+  /** The pool this backend uses (yours, or the one it created from `url`). */
+  get pool(): Pool {
+    return this.#ctx.pool;
+  }
+
+  /**
+   * Creates the schema, the fence sequence and the tables of `models` if they do not exist
+   * (idempotent, safe to run concurrently from many processes).
+   *
+   * @example
+   * ```ts
+   * await backend.migrate(['account', 'campaign']);
+   * ```
+   */
+  migrate(models: readonly string[] = []): Promise<void> {
+    return migrate(this.#ctx, models);
+  }
+
+  /** Fresh snapshots, one per ref (undefined where missing). One round trip. */
+  read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>> {
+    return read(this.#ctx, refs);
+  }
+
+  /** One atomic, guarded batch (see the contract). */
+  async write(writes: readonly DocWrite[]): Promise<WriteResult> {
+    this.#ctx.checkOpen();
+    validateWrites(writes);
+    if (writes.length === 0) return { applied: true, docs: [], results: [] };
+    const p = write(this.#ctx, this.#combiner, writes);
+    trackWrites(
+      writes.map((w) => docId(this.schema, docId(w.model, w.key))),
+      p,
+    );
+    return p;
+  }
+
+  /** Takes a lease: one transaction holding advisory (and, for the default action, row) locks. */
+  acquire(request: LeaseRequest): Promise<Lease | undefined> {
+    return this.#leases.acquire(request);
+  }
+
+  /** Releases open leases and ends the pool if this backend created it (never a pool you passed). */
+  async close(): Promise<void> {
+    if (this.#ctx.closed) return;
+    this.#ctx.closed = true;
+    await this.#leases.releaseAll();
+    await Promise.allSettled(this.#ctx.ensuring.values());
+    if (this.#ctx.ownPool) await this.#ctx.pool.end();
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * `lockstep/postgres`: the PostgreSQL backend, plus helpers for your own tables.
+ *
+ * @example
+ * ```ts
+ * import { createStore } from 'lockstep';
+ * import { postgres } from 'lockstep/postgres';
+ * const store = createStore(postgres({ url: process.env.DATABASE_URL, schema: 'app' }));
+ * ```
+ */
+import pg from 'pg';
+import { ValidationError } from '../../errors.js';
+import { PostgresBackend, type PostgresOptions } from './backend.js';
+
+export { classify, DEFAULT_ACTION, PostgresBackend, type PostgresOptions } from './backend.js';
+export {
+  type LockRowsOptions,
+  lockRows,
+  type TableName,
+  type TransactionOptions,
+  transaction,
+} from './helpers.js';
+export { isConnectionLoss, migrationSql, sqlState } from './sql.js';
+
+const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_$]{0,62}$/;
+
+/**
+ * Creates the PostgreSQL backend. Give a connection string (`url`, default `DATABASE_URL`) and
+ * Lockstep creates and owns a pool, or give your own `pg.Pool` (never ended by Lockstep). Models
+ * live in `schema` (default `lockstep`), one table each, created on first use unless
+ * `autoMigrate: false`. `pg` is a peer dependency.
+ *
+ * @example
+ * ```ts
+ * const backend = postgres({ pool: myPool }, { schema: 'billing' });
+ * const store = createStore(backend);
+ * ```
+ */
+export function postgres(
+  connection: PostgresOptions = {},
+  more: Pick<
+    PostgresOptions,
+    'schema' | 'autoMigrate' | 'poolSize' | 'rowLocks' | 'detectDeadlocks' | 'prepare'
+  > = {},
+): PostgresBackend {
+  const o = { ...connection, ...more };
+  const schema = o.schema ?? 'lockstep';
+  if (typeof schema !== 'string' || !SCHEMA_NAME.test(schema)) {
+    throw new ValidationError(`schema name ${JSON.stringify(schema)}`, [
+      { message: 'use 1-63 letters, digits, _ or $, starting with a letter or underscore' },
+    ]);
+  }
+  if (o.poolSize !== undefined && !(Number.isInteger(o.poolSize) && o.poolSize > 0)) {
+    throw new ValidationError('poolSize', [{ message: 'must be a positive integer' }]);
+  }
+  const settings = {
+    schema,
+    autoMigrate: o.autoMigrate ?? true,
+    rowLocks: o.rowLocks ?? false,
+    detectDeadlocks: o.detectDeadlocks ?? true,
+    prepare: o.prepare ?? true,
+  };
+  if (o.pool) return new PostgresBackend(o.pool, false, settings);
+  const url = o.url ?? process.env.DATABASE_URL;
+  if (!url) {
+    throw new ValidationError('postgres()', [
+      { message: 'give { url } or { pool }, or set DATABASE_URL' },
+    ]);
+  }
+  // application_name shows Lockstep's sessions in pg_stat_activity (a URL parameter wins).
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: o.poolSize ?? 10,
+    application_name: 'lockstep',
+  });
+  // An idle client's connection error must not crash the process; the next checkout reconnects.
+  pool.on('error', () => {});
+  return new PostgresBackend(pool, true, settings);
+}
+
+/**
+ * Creates the schema, the fence sequence and the tables of `models` (idempotent; safe to run
+ * concurrently). For users who create tables ahead of time (`autoMigrate: false`); to get the SQL
+ * instead, use `migrationSql(schema, models)`.
+ *
+ * @example
+ * ```ts
+ * const backend = postgres({ url }, { schema: 'app', autoMigrate: false });
+ * await migrate(backend, ['account', 'campaign']);
+ * ```
+ */
+export function migrate(backend: PostgresBackend, models: readonly string[]): Promise<void> {
+  return backend.migrate(models);
+}

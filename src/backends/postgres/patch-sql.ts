@@ -1,0 +1,211 @@
+/**
+ * The single-statement patch: a patch of only `set`/`unset` without guards or post-check becomes ONE
+ * `UPDATE ... WHERE <version / field checks> RETURNING` (post-image by jsonb `-` and `||`); when it
+ * matches no row, `whyRefused` reads why. Several documents under one lease: one message of
+ * UPDATEs and a fence check that fails unless every UPDATE matched (the COMMIT is then skipped).
+ */
+import { copyJson } from '../../store/apply-ops.js';
+import type {
+  Data,
+  DocWrite,
+  Json,
+  PatchWrite,
+  StoredDoc,
+  WriteResult,
+} from '../../store/backend.js';
+import type { Conn } from './conn.js';
+import type { PgContext } from './context.js';
+import type { PgLease } from './lease.js';
+import { type Refusal, refuse } from './planner.js';
+import { docId, RAW, type Raw } from './rows.js';
+import { jsonbProblem, lit, sqlState } from './sql.js';
+
+/**
+ * A patch made only of `set`/`unset` on distinct fields, without guards or post-check (what
+ * `update` and `lock` commit), as ONE `UPDATE ... RETURNING` statement: the version check and
+ * the field-level conflict check are in the WHERE clause, the post-image is computed by jsonb
+ * `-` and `||` (top-level replace/remove: exactly `set`/`unset`). Undefined when not eligible.
+ */
+export function simplePatchSql(
+  ctx: PgContext,
+  w: DocWrite,
+  lease: PgLease | undefined,
+): string | undefined {
+  const fence = lease?.fence;
+  if (w.kind !== 'patch' || w.check || (w.guards && w.guards.length > 0)) return undefined;
+  if (!Array.isArray(w.ops) || w.ops.length === 0 || w.ops.length > 50) return undefined;
+  const { expectVersion: ev, fieldsUnchangedSince: since, expectIncarnation: ei } = w;
+  if (ev !== undefined && !Number.isSafeInteger(ev)) return undefined;
+  // Ours are decimal digits; anything else cannot match (the general path refuses it).
+  if (ei !== undefined && !(typeof ei === 'string' && /^[0-9]{1,19}$/.test(ei))) return undefined;
+  if (since !== undefined && !Number.isSafeInteger(since)) return undefined;
+  const fields = new Set<string>();
+  const sets: Array<[string, Json]> = [];
+  const unsets: string[] = [];
+  for (const op of w.ops) {
+    if (typeof op.field !== 'string' || fields.has(op.field)) return undefined;
+    fields.add(op.field);
+    if (op.op === 'set') {
+      let v: Json;
+      try {
+        v = copyJson(op.value, 'value');
+      } catch {
+        return undefined; // the general path refuses it with the reference detail
+      }
+      sets.push([op.field, v]);
+    } else if (op.op === 'unset') {
+      unsets.push(op.field);
+    } else {
+      return undefined;
+    }
+  }
+  const setText = JSON.stringify(Object.fromEntries(sets));
+  if (jsonbProblem(setText)) return undefined;
+  const names = [...fields];
+  let data = 'data';
+  if (unsets.length > 0) data = `(data - ARRAY[${unsets.map(lit).join(', ')}]::text[])`;
+  if (sets.length > 0) data = `${data} || ${lit(setText)}::jsonb`;
+  const fv = `field_versions || jsonb_build_object(${names.map((f) => `${lit(f)}, version + 1`).join(', ')})`;
+  const where = [`key = ${lit(w.key)}`];
+  if (ev !== undefined) where.push(`version = ${ev}`);
+  if (ei !== undefined) where.push(`incarnation = ${ei}`);
+  if (since !== undefined) {
+    where.push(`version >= ${since}`, `data_version <= ${since}`);
+    for (const f of names)
+      where.push(`coalesce((field_versions->>${lit(f)})::bigint, 0) <= ${since}`);
+    const inc = lease?.incarnation(w.model, w.key);
+    if (inc !== undefined) where.push(`incarnation = ${inc}`);
+  }
+  return `UPDATE ${ctx.table(w.model)} SET data = ${data}, version = version + 1, field_versions = ${fv}${fence !== undefined ? `, fence = ${fence}` : ''}, updated_at = now() WHERE ${where.join(' AND ')} RETURNING key, version, data, incarnation`;
+}
+
+/** The result of a simple patch statement: applied, or why not (read afterwards). */
+export async function simplePatchResult(
+  ctx: PgContext,
+  w: DocWrite,
+  rows: Raw[],
+  lease?: PgLease,
+): Promise<WriteResult> {
+  const row = rows[0];
+  if (row) {
+    const data = JSON.parse(row.data as string) as Data;
+    const ops = (w as Extract<DocWrite, { kind: 'patch' }>).ops;
+    return {
+      applied: true,
+      docs: [
+        { key: w.key, version: Number(row.version), data, incarnation: String(row.incarnation) },
+      ],
+      results: [ops.map(() => null)],
+    };
+  }
+  return (
+    (await whyRefused(ctx, w as PatchWrite, 0, lease)) ??
+    refuse('conflict', 0, 'the document changed while the write ran')
+  );
+}
+
+/**
+ * Why a simple patch that matched no row was refused, read afterwards: missing, version, or a
+ * field written since `fieldsUnchangedSince`. Undefined when it would apply now.
+ */
+export async function whyRefused(
+  ctx: PgContext,
+  p: PatchWrite,
+  index: number,
+  lease?: PgLease,
+): Promise<Refusal | undefined> {
+  const r = await ctx.pool.query({
+    text: `SELECT version, data_version, field_versions, incarnation FROM ${ctx.table(p.model)} WHERE key = $1`,
+    values: [p.key],
+    types: RAW,
+  });
+  const cur = r.rows[0] as Raw | undefined;
+  if (!cur) return refuse('missing', index);
+  const version = Number(cur.version);
+  if (p.expectVersion !== undefined && version !== p.expectVersion) {
+    return refuse('version', index, `expected version ${p.expectVersion}, found ${version}`);
+  }
+  if (p.expectIncarnation !== undefined && String(cur.incarnation) !== p.expectIncarnation) {
+    return refuse('version', index, 'the document was deleted and created again since it was read');
+  }
+  const since = p.fieldsUnchangedSince;
+  if (since !== undefined) {
+    if (version < since) {
+      return refuse('conflict', index, `it was deleted and created again since version ${since}`);
+    }
+    const inc = lease?.incarnation(p.model, p.key);
+    if (inc !== undefined && Number(cur.incarnation) !== inc) {
+      return refuse('conflict', index, 'it was deleted and created again since it was read');
+    }
+    const fv = JSON.parse(cur.field_versions as string) as Record<string, number>;
+    for (const op of p.ops) {
+      const last = Math.max(Number(cur.data_version), fv[op.field] ?? 0);
+      if (last > since) {
+        return refuse(
+          'conflict',
+          index,
+          `field ${JSON.stringify(op.field)} was written at version ${last}, after version ${since}`,
+        );
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A lease commit of set/unset patches on several documents in ONE round trip: one message of one
+ * `UPDATE` per document (checks in their WHERE clauses), a check that fails (division by zero)
+ * unless every row now carries the lease's fence, and COMMIT, which the failure skips.
+ */
+export async function multiSimpleCommit(
+  ctx: PgContext,
+  conn: Conn,
+  writes: readonly DocWrite[],
+  lease: PgLease,
+): Promise<WriteResult | undefined> {
+  if (writes.length < 2 || writes.length > 50) return undefined;
+  const ids = new Set(writes.map((w) => docId(w.model, w.key)));
+  if (ids.size !== writes.length || writes.some((w) => !lease.covers(w.model, w.key))) {
+    return undefined;
+  }
+  const parts = writes.map((w) => simplePatchSql(ctx, w, lease));
+  if (parts.some((x) => x === undefined)) return undefined;
+  // The UPDATEs as separate statements of one message, then a check that fails (division by
+  // zero) unless every row now carries this lease's fence (unique: drawn from the fence sequence
+  // for this lease alone, and a lease commits once), i.e. unless every UPDATE matched. A failed
+  // statement skips the rest of the message, COMMIT included; the transaction is rolled back.
+  // (Several statements cost the server far less than one statement of data-modifying CTEs.)
+  const first = writes[0] as DocWrite;
+  const check = `SELECT 1 / (count(*)::int / ${writes.length}) AS ok FROM ${ctx.table(first.model)} WHERE key IN (${writes.map((w) => lit(w.key)).join(', ')}) AND fence = ${lease.fence}`;
+  const sql = `${parts.join('; ')}; ${check}; COMMIT`;
+  let rows: Raw[];
+  try {
+    const res = await conn.query(sql);
+    rows = writes.map((_, i) => res[i]?.rows[0] as Raw);
+  } catch (err) {
+    if (sqlState(err) !== '22012') throw err;
+    rows = [];
+  }
+  await lease.releaseConn();
+  if (rows.length === writes.length) {
+    const docs: StoredDoc[] = [];
+    for (const [i, r] of rows.entries()) {
+      docs[i] = {
+        key: r.key as string,
+        version: Number(r.version),
+        data: JSON.parse(r.data as string) as Data,
+        incarnation: String(r.incarnation),
+      };
+    }
+    return {
+      applied: true,
+      docs,
+      results: writes.map((w) => (w as PatchWrite).ops.map(() => null)),
+    };
+  }
+  for (let i = 0; i < writes.length; i++) {
+    const why = await whyRefused(ctx, writes[i] as PatchWrite, i, lease);
+    if (why) return why;
+  }
+  return refuse('conflict', 0, 'a document changed while the commit ran');
+}

@@ -1,0 +1,71 @@
+/** Rows as they come back from PostgreSQL (raw text), parsed; document ids and lock names. */
+import type { CustomTypesConfig, QueryResult } from 'pg';
+import type { Data, StoredDoc } from '../../store/backend.js';
+
+/**
+ * The action name `Model.lock` uses when none is given; with `rowLocks: true`, leases on it also
+ * lock the rows.
+ *
+ * @example
+ * ```ts
+ * await Account.lock('ann', fn, { action: DEFAULT_ACTION }); // same as no action
+ * ```
+ */
+export const DEFAULT_ACTION = 'default';
+
+/** Every column comes back as raw text; we parse it ourselves (immune to custom type parsers). */
+export const RAW = { getTypeParser: () => (v: string) => v } as unknown as CustomTypesConfig;
+
+export type Raw = Record<string, string | null>;
+
+/** One stored row, parsed. */
+export interface Row {
+  readonly key: string;
+  readonly version: number;
+  readonly fence: number;
+  readonly data: Data;
+  readonly fieldVersions: Record<string, number>;
+  readonly dataVersion: number;
+  /** Unique per creation of the key (from the fence sequence). */
+  readonly incarnation: number;
+}
+
+export function parseRow(r: Raw): Row {
+  return {
+    key: r.key as string,
+    version: Number(r.version),
+    fence: Number(r.fence),
+    data: JSON.parse(r.data as string) as Data,
+    fieldVersions: JSON.parse(r.field_versions as string) as Record<string, number>,
+    dataVersion: Number(r.data_version),
+    incarnation: Number(r.incarnation),
+  };
+}
+
+export function storedDoc(row: Row): StoredDoc {
+  return {
+    key: row.key,
+    version: row.version,
+    data: row.data,
+    incarnation: String(row.incarnation),
+  };
+}
+
+export function resultsOf(r: QueryResult | QueryResult[]): QueryResult[] {
+  return Array.isArray(r) ? r : [r];
+}
+
+export function docId(model: string, key: string): string {
+  return `${model}\u0000${key}`;
+}
+
+export function lockName(model: string, keys: readonly string[], action: string): string {
+  const k = keys.map((x) => JSON.stringify(x)).join(', ');
+  return `${model} ${k}${action === DEFAULT_ACTION ? '' : ` (action ${JSON.stringify(action)})`}`;
+}
+
+/** Code-point order of strings (the "C" collation), so JS and SQL agree on the lock order. */
+export function compareC(a: string, b: string): number {
+  if (a === b) return 0;
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}

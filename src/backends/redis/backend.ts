@@ -1,0 +1,378 @@
+/**
+ * The Backend contract on Redis: reads, writes (through the write path and the group commit),
+ * lease acquisition with FIFO waiting and wake-ups, lease commits, close.
+ */
+import { randomBytes } from 'node:crypto';
+import { Cluster, type Redis } from 'ioredis';
+import { BackendError, LockBusyError, LockTimeoutError, ValidationError } from '../../errors.js';
+import type {
+  Backend,
+  DocRef,
+  DocWrite,
+  Lease,
+  LeaseRequest,
+  StoredDoc,
+  WriteResult,
+} from '../../store/backend.js';
+import { type TrackedLease, trackLease } from '../../sync/tracked-leases.js';
+import { openClient, serverIdentity, toBackendError } from './client.js';
+import { GroupCommit } from './group.js';
+import type { RedisBackendOptions } from './index.js';
+import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
+import { RedisLease } from './lease.js';
+import { runScript, type ScriptName } from './scripts.js';
+import { Wakeups } from './wakeups.js';
+import { nextId, toDoc, type WireDoc } from './wire.js';
+import { WritePath } from './writes.js';
+
+/** A queued waiter's entry lives this long unless refreshed (a dead waiter never blocks longer). */
+const WAITER_TTL_MS = 10_000;
+
+/**
+ * The Backend implementation behind {@link redis} (exported for `instanceof` checks and tests;
+ * create it with `redis()`).
+ *
+ * @example
+ * ```ts
+ * const backend = redis({ prefix: 'app' });
+ * const [doc] = await backend.read([{ model: 'account', key: 'ann' }]);
+ * await backend.close();
+ * ```
+ */
+export class RedisBackend implements Backend {
+  readonly name = 'redis';
+  /**
+   * Leases are tracked in the in-process wait-for graph (`detectDeadlocks`, default true), so the
+   * store runs each lock as a task and nested locks that would close a cycle get DeadlockError.
+   */
+  readonly tracksTasks: boolean;
+  readonly #client: Redis | Cluster;
+  readonly #owned: boolean;
+  readonly #layout: KeyLayout;
+  readonly #cluster: boolean;
+  readonly #instance = randomBytes(6).toString('base64url');
+  readonly #writes: WritePath;
+  readonly #group: GroupCommit;
+  readonly #wakeups: Wakeups;
+  readonly #leases = new Set<RedisLease>();
+  /** Cancels of the acquires now waiting (close() rejects them). */
+  readonly #waiting = new Map<(error: unknown) => void, Promise<void>>();
+  /** The server part of this backend's lock ids in the in-process wait-for graph. */
+  readonly #server: string;
+  #closed = false;
+
+  constructor(options: RedisBackendOptions) {
+    const prefix = options.prefix ?? 'lockstep';
+    if (typeof prefix !== 'string' || prefix.length === 0) {
+      throw new ValidationError('redis prefix', [{ message: 'give a non-empty string' }]);
+    }
+    const detectDeadlocks = options.detectDeadlocks ?? true;
+    if (typeof detectDeadlocks !== 'boolean') {
+      throw new ValidationError('redis detectDeadlocks', [{ message: 'give true or false' }]);
+    }
+    this.tracksTasks = detectDeadlocks;
+    this.#layout = new KeyLayout(prefix, options.hashTag);
+    const { client, owned } = openClient(options);
+    this.#client = client;
+    this.#owned = owned;
+    this.#server = serverIdentity(client);
+    this.#cluster = options.cluster ?? this.#client instanceof Cluster;
+    this.#writes = new WritePath({
+      layout: this.#layout,
+      cluster: this.#cluster,
+      instance: this.#instance,
+      script: (name, keys, args, writes) => this.#script(name, keys, args, writes),
+    });
+    this.#group = new GroupCommit(
+      (name, keys, args) => this.#script(name, keys, args, true),
+      this.#cluster,
+    );
+    this.#wakeups = new Wakeups(this.#client, this.#layout.channel(this.#instance));
+  }
+
+  /** @internal the key layout (tests use it to clean up by prefix). */
+  get keyPattern(): string {
+    return this.#layout.pattern;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) {
+      throw new BackendError('this redis backend was closed; create a new one with redis()');
+    }
+  }
+
+  async #script(
+    name: ScriptName,
+    keys: string[],
+    args: (string | number)[],
+    writes: boolean,
+  ): Promise<unknown> {
+    try {
+      return await runScript(this.#client, name, keys, args);
+    } catch (err) {
+      throw toBackendError(`${name} script`, err, writes);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------ read
+  async read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>> {
+    this.#assertOpen();
+    if (refs.length === 0) return [];
+    const keys = refs.map((r) => this.#layout.doc(r.model, r.key));
+    let wire: Array<WireDoc | null>;
+    if (this.#cluster && new Set(keys.map((k) => clusterSlot(k.tag))).size > 1) {
+      const parts = await Promise.all(
+        keys.map((k) => this.#script('read', [k.doc], [], false) as Promise<string>),
+      );
+      wire = parts.flatMap((p) => JSON.parse(p) as Array<WireDoc | null>);
+    } else {
+      const r = (await this.#script(
+        'read',
+        keys.map((k) => k.doc),
+        [],
+        false,
+      )) as string;
+      wire = JSON.parse(r) as Array<WireDoc | null>;
+    }
+    return wire.map((w, i) => (w ? toDoc((refs[i] as DocRef).key, w) : undefined));
+  }
+
+  // ----------------------------------------------------------------------------------- write
+  async write(writes: readonly DocWrite[]): Promise<WriteResult> {
+    this.#assertOpen();
+    const plan = this.#writes.plan(writes, 'store.apply');
+    if (writes.length === 0) return { applied: true, docs: [], results: [] };
+    return this.#writes.runBatch(plan, (keys, env) => this.#group.write(keys, env));
+  }
+
+  // --------------------------------------------------------------------------------- leases
+  async acquire(request: LeaseRequest): Promise<Lease | undefined> {
+    this.#assertOpen();
+    const r = request;
+    const bad = (message: string) => new ValidationError('lock request', [{ message }]);
+    if (!Array.isArray(r.keys) || r.keys.length === 0) throw bad('give at least one key');
+    if (!(Number.isFinite(r.leaseMs) && r.leaseMs > 0)) throw bad('leaseMs must be > 0');
+    if (r.mode !== 'exclusive' && r.mode !== 'shared')
+      throw bad('mode must be exclusive or shared');
+    if (r.timeoutMs !== undefined && !(r.timeoutMs >= 0)) throw bad('timeoutMs must be >= 0');
+    if (r.signal?.aborted) throw r.signal.reason;
+    const docs = r.keys.map((k) => this.#layout.doc(r.model, k));
+    if (this.#cluster && new Set(docs.map((k) => clusterSlot(k.tag))).size > 1) {
+      throw bad(
+        'these keys live in different Redis Cluster slots; co-locate them with redis({ hashTag })',
+      );
+    }
+    const leases = docs.map((k) => this.#layout.lease(k, r.action));
+    // Before anything queues in Redis: a wait that would close a cycle of tasks in this process
+    // fails here, leaving nothing behind.
+    const tracked = this.tracksTasks
+      ? trackLease(
+          leases.map((l) => `redis\u0000${this.#server}\u0000${l.lease}`),
+          r.keys.map((k) => `${r.model} ${JSON.stringify(k)} (${r.action})`),
+          r.mode === 'exclusive',
+          r.nowait || r.skipLocked,
+        )
+      : undefined;
+    let lease: RedisLease | undefined;
+    try {
+      lease = await this.#take(r, docs, leases, tracked);
+    } catch (err) {
+      tracked?.abandoned();
+      throw err;
+    }
+    if (!lease) tracked?.abandoned();
+    return lease;
+  }
+
+  /** Takes the lease (nowait, or queued with wake-ups until granted, timed out or cancelled). */
+  async #take(
+    r: LeaseRequest,
+    docs: DocKeys[],
+    leases: LeaseKeys[],
+    tracked: TrackedLease | undefined,
+  ): Promise<RedisLease | undefined> {
+    const keys5 = docs.flatMap((k, i) => {
+      const l = leases[i] as LeaseKeys;
+      return [l.lease, l.queue, l.queueInfo, k.doc, k.fence];
+    });
+    const owner = nextId(this.#instance);
+    const leaseMs = Math.ceil(r.leaseMs);
+    const lockName = `${r.model} ${r.keys.map((k) => JSON.stringify(k)).join(', ')} (${r.action})`;
+    const attempt = async (wid: string, channel: string) =>
+      JSON.parse(
+        (await this.#script(
+          'acquire',
+          keys5,
+          [owner, wid, r.mode, leaseMs, wid ? '1' : '0', WAITER_TTL_MS, channel],
+          true,
+        )) as string,
+      ) as { ok: 1; fences: number[]; docs: Array<WireDoc | null> } | { ok: 0; retry: number };
+    const make = (g: { fences: number[]; docs: Array<WireDoc | null> }) => {
+      const lease = new RedisLease(this, {
+        owner,
+        keys5,
+        docKeys: docs,
+        request: r,
+        lockName,
+        incarnations: new Map(
+          g.docs.flatMap((w, i) => (w ? [[r.keys[i] as string, w.c] as const] : [])),
+        ),
+        docs: g.docs.map((w, i) => {
+          if (w) this.#writes.remember(docs[i] as DocKeys, w, -1);
+          return w ? toDoc(r.keys[i] as string, w) : undefined;
+        }),
+        fences: g.fences,
+        tracked,
+      });
+      this.#leases.add(lease);
+      return lease;
+    };
+
+    if (r.nowait || r.skipLocked) {
+      const g = await attempt('', '');
+      if (g.ok === 1) return make(g);
+      if (r.skipLocked) return undefined;
+      throw new LockBusyError(lockName);
+    }
+
+    await this.#wakeups.subscribe();
+    const wid = nextId(this.#instance, 'w');
+    const channel = this.#layout.channel(this.#instance);
+    const started = performance.now();
+    let woken = false;
+    let granted: { ok: 1; fences: number[]; docs: Array<WireDoc | null> } | undefined;
+    let notify: (() => void) | undefined;
+    const state: { cancelled?: { error: unknown } } = {};
+    const stop = (): void => {
+      // A function call, so TypeScript does not narrow `state.cancelled` across awaits.
+      if (state.cancelled) throw state.cancelled.error;
+    };
+    const wake = (payload?: string) => {
+      // A release handed the lease to us directly: the message carries the fence and snapshot.
+      if (payload) granted ??= JSON.parse(payload) as typeof granted;
+      woken = true;
+      notify?.();
+    };
+    const cancel = (error: unknown) => {
+      state.cancelled ??= { error };
+      notify?.();
+    };
+    this.#wakeups.waiters.set(wid, wake);
+    let left!: () => void;
+    this.#waiting.set(
+      cancel,
+      new Promise<void>((resolve) => {
+        left = resolve;
+      }),
+    );
+    const onAbort = () => cancel(r.signal?.reason);
+    r.signal?.addEventListener('abort', onAbort, { once: true });
+    const deadline =
+      r.timeoutMs === undefined
+        ? undefined
+        : setTimeout(
+            () => cancel(new LockTimeoutError(lockName, performance.now() - started)),
+            r.timeoutMs,
+          );
+    let queued = false;
+    try {
+      for (;;) {
+        stop();
+        woken = false;
+        const g = granted ?? (await attempt(wid, channel));
+        if (g.ok === 1) {
+          const lease = make(g);
+          try {
+            stop();
+          } catch (err) {
+            await lease.release();
+            throw err;
+          }
+          return lease;
+        }
+        queued = true;
+        stop();
+        if (woken || granted) continue;
+        const fallbackMs = Math.min(g.retry >= 0 ? g.retry + 2 : WAITER_TTL_MS, WAITER_TTL_MS / 2);
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, fallbackMs);
+          notify = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        notify = undefined;
+      }
+    } catch (err) {
+      if (queued) {
+        await this.#script('leave', keys5, [wid, owner], true).catch(() => {
+          /* the entry expires on its own after WAITER_TTL_MS */
+        });
+      }
+      throw err;
+    } finally {
+      this.#wakeups.waiters.delete(wid);
+      this.#waiting.delete(cancel);
+      left();
+      if (deadline) clearTimeout(deadline);
+      r.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** @internal used by leases. */
+  _script(name: ScriptName, keys: string[], args: (string | number)[]) {
+    return this.#script(name, keys, args, true);
+  }
+
+  /** @internal used by lease commits. */
+  _commit(
+    lease: RedisLease,
+    owner: string,
+    keys5: string[],
+    writes: readonly DocWrite[],
+    incarnations: ReadonlyMap<string, string>,
+  ) {
+    const plan = this.#writes.plan(writes, 'lock commit');
+    for (const [i, w] of writes.entries()) {
+      const inc = incarnations.get(w.key);
+      if (w.kind === 'patch' && w.fieldsUnchangedSince !== undefined && inc !== undefined) {
+        (plan.wire[i] as { inc?: string }).inc = inc;
+      }
+    }
+    return this.#writes
+      .runBatch(plan, async (keys, env) =>
+        JSON.parse(
+          (await this.#script(
+            'commit',
+            [...keys5, ...keys],
+            [owner, keys5.length / 5, JSON.stringify(env)],
+            true,
+          )) as string,
+        ),
+      )
+      .finally(() => this.#leases.delete(lease));
+  }
+
+  /** @internal */
+  _forget(lease: RedisLease): void {
+    this.#leases.delete(lease);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const lease of [...this.#leases]) {
+      lease._stop();
+      lease._untrack();
+    }
+    const closedError = new BackendError('the redis backend was closed while waiting for a lock');
+    // Cancelled waiters leave their queues (a script) before the connection goes away; otherwise
+    // a stale entry could be handed the lease and hold the key until that lease expires.
+    const leaving = [...this.#waiting.values()];
+    for (const cancel of this.#waiting.keys()) cancel(closedError);
+    await Promise.all(leaving);
+    await this.#wakeups.close();
+    if (this.#owned) await this.#client.quit().catch(() => this.#client.disconnect());
+    this.#writes.clear();
+  }
+}

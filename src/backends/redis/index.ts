@@ -1,0 +1,88 @@
+/**
+ * The Redis backend (`lockstep/redis`): the Backend contract on plain Redis >= 7 (or Valkey), no
+ * modules. ioredis is a peer dependency.
+ *
+ * - Every write is ONE Lua script (one round trip): guards evaluated on the server, all documents
+ *   validated first, then all written — never a partial write.
+ * - Locks are leases per (model, key, action) with an owner token and a strictly increasing
+ *   fencing token; waiters queue in FIFO order in Redis and are woken by pub/sub (a timer only
+ *   backs up leases that expire silently); leases renew themselves while held.
+ * - Schema checks of `apply` run in JavaScript on a predicted post-image; the script commits only
+ *   if the document is still exactly the predicted base (see `WritePath.runBatch` in writes.ts).
+ * - Hand-offs: a release or commit grants the lease to the head of the queue inside the same
+ *   script (single-key waiters) and publishes the grant with the fence and the snapshot, so a
+ *   waiter gets the lock in one round trip. A queued waiter refreshes its queue entry every few
+ *   seconds (a dead waiter's entry lapses after 10 s; a dead waiter that was already granted the
+ *   lease holds the key at most its leaseMs, like any crashed holder).
+ * - Redis Cluster: every key of a document shares its hash tag. Batches and multi-key locks
+ *   across slots are refused only with `cluster: true` (or an ioredis Cluster client): on a single
+ *   node every batch runs in one script. `hashTag` co-locates documents.
+ * - Deadlocks: Redis cannot see a cycle that goes through the client (a nested `lock()` waits
+ *   in JavaScript while the outer lease sits idle), so every lease of this process is tracked in
+ *   the in-process wait-for graph (`src/sync/tracked-leases.ts`, `tracksTasks`): a wait that
+ *   would close a cycle fails at once with DeadlockError. Cross-process cycles end at `timeoutMs`.
+ * - Failures: connection loss, timeouts and server errors become BackendError with the driver's
+ *   error as `cause`; a write whose reply was lost has `outcomeUnknown: true`. The client we open
+ *   never re-sends unanswered commands (autoResendUnfulfilledCommands: false).
+ *
+ * @example
+ * ```ts
+ * import { createStore } from 'lockstep';
+ * import { redis } from 'lockstep/redis';
+ * const store = createStore(redis({ url: 'redis://127.0.0.1:6379', prefix: 'shop' }));
+ * ```
+ */
+import type { Cluster, Redis } from 'ioredis';
+import type { Backend } from '../../store/backend.js';
+import { RedisBackend } from './backend.js';
+
+export { RedisBackend } from './backend.js';
+export { clusterSlot, escapeSegment } from './keys.js';
+
+/** Options of {@link redis}. */
+export interface RedisBackendOptions {
+  /** Connection URL (default `process.env.REDIS_URL` or `redis://127.0.0.1:6379`). Ignored with `client`. */
+  url?: string;
+  /**
+   * Your own ioredis client. Lockstep never closes it, and duplicates it once for its pub/sub
+   * wake-ups. Prefer `autoResendUnfulfilledCommands: false` on it: ioredis otherwise re-sends
+   * writes that were in flight when a connection dropped.
+   */
+  client?: Redis | Cluster;
+  /** Key prefix (default `lockstep`); every key this backend writes starts with `<prefix>:`. */
+  prefix?: string;
+  /**
+   * Refuse batches (`store.apply`, multi-key locks) whose documents live in different Redis
+   * Cluster slots. Default: true for an ioredis `Cluster` client, false otherwise (a single node
+   * runs any batch).
+   */
+  cluster?: boolean;
+  /**
+   * Co-locate documents in one Cluster slot: the text returned becomes the hash tag instead of
+   * `<model>:<key>`. Documents with the same hash tag can be written together in Cluster mode.
+   */
+  hashTag?: (model: string, key: string) => string;
+  /** Per-command timeout of the client we open (default 10 000 ms). */
+  commandTimeoutMs?: number;
+  /**
+   * Detect nested locks taken in opposite orders within this process (default true): the store
+   * then runs each lock as a task (AsyncLocalStorage), and a wait that would close a cycle (or
+   * re-enter a key and action held by the enclosing lock) fails at once with DeadlockError,
+   * without queueing in Redis, instead of waiting until `timeoutMs` (forever without one).
+   * Cycles through other processes are never seen here: they end at `timeoutMs`.
+   */
+  detectDeadlocks?: boolean;
+}
+
+/**
+ * Creates the Redis backend. Pass it to `createStore`.
+ *
+ * @example
+ * ```ts
+ * const store = createStore(redis({ prefix: 'app' }));          // opens its own connection
+ * const store2 = createStore(redis({ client: myIoredis }));     // uses yours; never closes it
+ * ```
+ */
+export function redis(options: RedisBackendOptions = {}): Backend {
+  return new RedisBackend(options);
+}

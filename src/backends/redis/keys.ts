@@ -1,0 +1,128 @@
+/**
+ * Redis key layout of the Lockstep Redis backend.
+ *
+ * A document lives at `<prefix>:{<model>:<key>}` (the whole `{...}` is the Cluster hash tag), and
+ * its fence, per-field versions, leases and wait queues at the same base plus a suffix, so they
+ * all share one slot. Every user-supplied part is escaped so that distinct (prefix, model, key)
+ * triples never collide and a key cannot break out of its hash tag: `%`, `{`, `}` and `:` become
+ * `%XX`, and a lone UTF-16 surrogate becomes `%uXXXX`.
+ */
+
+/**
+ * Escapes one key segment (see the module comment).
+ *
+ * @example
+ * ```ts
+ * escapeSegment('a:{b}'); // 'a%3A%7Bb%7D'
+ * ```
+ */
+export function escapeSegment(s: string): string {
+  let out = '';
+  let plainFrom = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    let rep: string | undefined;
+    if (c === 0x25 || c === 0x7b || c === 0x7d || c === 0x3a) {
+      rep = `%${c.toString(16).toUpperCase()}`;
+    } else if (c >= 0xd800 && c <= 0xdfff) {
+      const next = s.charCodeAt(i + 1);
+      if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+      rep = `%u${c.toString(16).toUpperCase()}`;
+    }
+    if (rep !== undefined) {
+      out += s.slice(plainFrom, i) + rep;
+      plainFrom = i + 1;
+    }
+  }
+  return plainFrom === 0 ? s : out + s.slice(plainFrom);
+}
+
+/** The keys of one document (all in one hash slot). */
+export interface DocKeys {
+  /** The document hash. */
+  readonly doc: string;
+  /** Fence counter. */
+  readonly fence: string;
+  /** The text inside the hash tag (what the slot is computed from). */
+  readonly tag: string;
+}
+
+/** Lease keys of one (document, action). */
+export interface LeaseKeys {
+  readonly lease: string;
+  readonly queue: string;
+  readonly queueInfo: string;
+}
+
+/** Builds keys for one backend instance (one prefix). */
+export class KeyLayout {
+  readonly #prefix: string;
+  readonly #hashTag: ((model: string, key: string) => string) | undefined;
+
+  constructor(prefix: string, hashTag?: (model: string, key: string) => string) {
+    this.#prefix = escapeSegment(prefix);
+    this.#hashTag = hashTag;
+  }
+
+  /** The key pattern matching everything this layout writes (for SCAN-based cleanup). */
+  get pattern(): string {
+    return `${this.#prefix.replace(/[*?[\]\\]/g, (c) => `\\${c}`)}:*`;
+  }
+
+  /** The wake-up channel of one backend instance. */
+  channel(instance: string): string {
+    return `${this.#prefix}:wake:${instance}`;
+  }
+
+  doc(model: string, key: string): DocKeys {
+    let base: string;
+    let tag: string;
+    if (this.#hashTag) {
+      tag = escapeSegment(this.#hashTag(model, key));
+      base = `${this.#prefix}:{${tag}}#${model}:${escapeSegment(key)}`;
+    } else {
+      tag = `${model}:${escapeSegment(key)}`;
+      base = `${this.#prefix}:{${tag}}`;
+    }
+    return { doc: base, fence: `${base}:f`, tag };
+  }
+
+  lease(doc: DocKeys, action: string): LeaseKeys {
+    const a = escapeSegment(action);
+    return {
+      lease: `${doc.doc}:l:${a}`,
+      queue: `${doc.doc}:q:${a}`,
+      queueInfo: `${doc.doc}:qa:${a}`,
+    };
+  }
+}
+
+const CRC16_TABLE = (() => {
+  const t = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) {
+    let crc = i << 8;
+    for (let j = 0; j < 8; j++)
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    t[i] = crc;
+  }
+  return t;
+})();
+
+/**
+ * The Redis Cluster slot of a hash tag's text (CRC16/XMODEM of its UTF-8 bytes, mod 16384).
+ *
+ * @example
+ * ```ts
+ * clusterSlot('123456789'); // 12739
+ * ```
+ */
+export function clusterSlot(tag: string): number {
+  let crc = 0;
+  for (const b of Buffer.from(tag, 'utf8')) {
+    crc = ((crc << 8) & 0xffff) ^ (CRC16_TABLE[((crc >> 8) ^ b) & 0xff] as number);
+  }
+  return crc % 16384;
+}

@@ -1,0 +1,203 @@
+/**
+ * A held lease: renews itself while held (a failed renewal marks it lost), commits through the
+ * commit script (fenced: refused once the lease is lost) and releases idempotently, never hiding
+ * the caller's own error behind a release failure. While held it is a hold in the in-process
+ * wait-for graph (when the backend tracks tasks), until its commit, release, close or expiry.
+ */
+import { ValidationError } from '../../errors.js';
+import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
+import type { TrackedLease } from '../../sync/tracked-leases.js';
+import type { DocKeys } from './keys.js';
+import type { ScriptName } from './scripts.js';
+
+/** What a lease needs from its backend. */
+export interface LeaseHost {
+  _script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown>;
+  _commit(
+    lease: RedisLease,
+    owner: string,
+    keys5: string[],
+    writes: readonly DocWrite[],
+    incarnations: Map<string, string>,
+  ): Promise<WriteResult>;
+  _forget(lease: RedisLease): void;
+}
+
+/**
+ * One held lease; see the Lease contract in src/store/backend.ts.
+ *
+ * @example
+ * ```ts
+ * const lease = await backend.acquire(request); // a RedisLease
+ * await lease?.commit([{ kind: 'patch', model: 'account', key: 'ann', ops }]);
+ * ```
+ */
+export class RedisLease implements Lease {
+  readonly docs: ReadonlyArray<StoredDoc | undefined>;
+  readonly fences: readonly number[];
+  #lost = false;
+  #done = false;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #backend: LeaseHost;
+  readonly #owner: string;
+  readonly #keys5: string[];
+  readonly #docKeys: DocKeys[];
+  readonly #request: LeaseRequest;
+  readonly #lockName: string;
+  readonly #incarnations: Map<string, string>;
+  readonly #tracked: TrackedLease | undefined;
+  /** Untracks a lease that is not renewed once it has expired in Redis. */
+  #expiry: NodeJS.Timeout | undefined;
+
+  constructor(
+    backend: LeaseHost,
+    o: {
+      owner: string;
+      keys5: string[];
+      docKeys: DocKeys[];
+      request: LeaseRequest;
+      lockName: string;
+      docs: Array<StoredDoc | undefined>;
+      fences: number[];
+      incarnations: Map<string, string>;
+      tracked: TrackedLease | undefined;
+    },
+  ) {
+    this.#backend = backend;
+    this.#owner = o.owner;
+    this.#keys5 = o.keys5;
+    this.#docKeys = o.docKeys;
+    this.#request = o.request;
+    this.#lockName = o.lockName;
+    this.docs = o.docs;
+    this.fences = o.fences;
+    this.#incarnations = o.incarnations;
+    this.#tracked = o.tracked;
+    if (o.tracked) {
+      o.tracked.granted();
+      if (!o.request.renew) {
+        // Redis frees the key after leaseMs: stop holding it in the graph too (a cycle through a
+        // lapsed lease is not one: its waiter gets the key).
+        this.#expiry = setTimeout(() => this._untrack(), Math.ceil(o.request.leaseMs));
+        this.#expiry.unref();
+      }
+    }
+    if (o.request.renew) this.#startRenewing(o.request.leaseMs);
+  }
+
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  #startRenewing(leaseMs: number): void {
+    const every = Math.max(10, Math.floor(leaseMs / 3));
+    let lastOk = performance.now();
+    let inFlight = false;
+    const leaseKeys = this.#keys5.filter((_, i) => i % 5 === 0);
+    this.#timer = setInterval(() => {
+      if (inFlight || this.#done) return;
+      inFlight = true;
+      this.#backend
+        ._script('renew', leaseKeys, [this.#owner, Math.ceil(leaseMs)])
+        .then((ok) => {
+          if (ok === 1) lastOk = performance.now();
+          else this.#markLost();
+        })
+        .catch(() => {
+          if (performance.now() - lastOk >= leaseMs) this.#markLost();
+        })
+        .finally(() => {
+          inFlight = false;
+        });
+    }, every);
+    this.#timer.unref();
+  }
+
+  #markLost(): void {
+    this.#lost = true;
+    this._stop();
+    this._untrack();
+  }
+
+  /** @internal the lease no longer holds its keys in the wait-for graph (idempotent). */
+  _untrack(): void {
+    if (this.#expiry) clearTimeout(this.#expiry);
+    this.#expiry = undefined;
+    this.#tracked?.released();
+  }
+
+  /** @internal stops renewing (commit, release, close). */
+  _stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  async commit(writes: readonly DocWrite[]): Promise<WriteResult> {
+    if (this.#done) {
+      return {
+        applied: false,
+        reason: 'fence',
+        index: 0,
+        detail: 'this lease was already committed or released',
+      };
+    }
+    this.#done = true;
+    this._stop();
+    const allowed = new Set(this.#request.keys);
+    for (const [i, w] of writes.entries()) {
+      if (w.model !== this.#request.model || !allowed.has(w.key)) {
+        await this.release();
+        throw new ValidationError(`lock commit write ${i}`, [
+          { message: `${w.model} ${JSON.stringify(w.key)} is not covered by this lease` },
+        ]);
+      }
+    }
+    try {
+      return await this.#commit(writes);
+    } finally {
+      // Committed (the lease is released in the same script), refused, or released below.
+      this._untrack();
+    }
+  }
+
+  async #commit(writes: readonly DocWrite[]): Promise<WriteResult> {
+    try {
+      const r = await this.#backend._commit(
+        this,
+        this.#owner,
+        this.#keys5,
+        writes,
+        this.#incarnations,
+      );
+      if (!r.applied && r.reason === 'fence') this.#lost = true;
+      return r;
+    } catch (err) {
+      // Outcome unknown or bad input: make sure the lease does not linger until it expires.
+      void this.#backend._script('release', this.#keys5, [this.#owner]).catch(() => {});
+      throw err;
+    }
+  }
+
+  async release(): Promise<void> {
+    const first = !this.#done;
+    this.#done = true;
+    this._stop();
+    this.#backend._forget(this);
+    if (!first && this.#released) return;
+    this.#released = true;
+    try {
+      await this.#backend._script('release', this.#keys5, [this.#owner]);
+    } catch {
+      // Never hide the caller's own error: the lease expires on its own after leaseMs.
+    } finally {
+      this._untrack();
+    }
+  }
+
+  #released = false;
+
+  /** @internal for debugging. */
+  toString(): string {
+    return `RedisLease(${this.#lockName}, ${this.#docKeys.length} keys)`;
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Waiter wake-ups: one pub/sub connection per backend, on the backend's own channel. A release
+ * or commit script publishes "<waiter id>" (wake up and try again) or "<waiter id> <grant>" (the
+ * lease was handed to you: fence and snapshot). After a reconnect every waiter re-checks, since
+ * messages published meanwhile are lost.
+ */
+import type { Cluster, Redis } from 'ioredis';
+import { toBackendError } from './client.js';
+
+/**
+ * The wake-up channel of one backend.
+ *
+ * @example
+ * ```ts
+ * const wakeups = new Wakeups(client, 'lockstep:w:k3Jd9a');
+ * await wakeups.subscribe();
+ * wakeups.waiters.set(wid, (grant) => ...);
+ * ```
+ */
+export class Wakeups {
+  /** Waiter id -> wake-up callback (the payload is a grant, when the lease was handed over). */
+  readonly waiters = new Map<string, (payload?: string) => void>();
+  #sub: Redis | Cluster | undefined;
+  #subReady: Promise<void> | undefined;
+  readonly #client: Redis | Cluster;
+  readonly #channel: string;
+
+  constructor(client: Redis | Cluster, channel: string) {
+    this.#client = client;
+    this.#channel = channel;
+  }
+
+  /** Opens the pub/sub connection that delivers wake-ups (once). */
+  subscribe(): Promise<void> {
+    this.#subReady ??= (async () => {
+      const sub = this.#client.duplicate();
+      this.#sub = sub;
+      sub.on('error', () => {
+        /* reconnects on its own; waiters fall back to their timers meanwhile */
+      });
+      sub.on('message', (_channel: string, msg: string) => {
+        const space = msg.indexOf(' ');
+        const wid = space < 0 ? msg : msg.slice(0, space);
+        this.waiters.get(wid)?.(space < 0 ? undefined : msg.slice(space + 1));
+      });
+      // Wake-ups published while we were disconnected are lost: re-check every waiter.
+      sub.on('ready', () => {
+        for (const w of this.waiters.values()) w();
+      });
+      try {
+        await sub.subscribe(this.#channel);
+      } catch (err) {
+        this.#subReady = undefined;
+        this.#sub = undefined;
+        sub.disconnect();
+        throw toBackendError('subscribe', err, false);
+      }
+    })();
+    return this.#subReady;
+  }
+
+  /** Closes the pub/sub connection (if it was opened). */
+  async close(): Promise<void> {
+    const sub = this.#sub;
+    this.#sub = undefined;
+    this.#subReady = undefined;
+    if (sub) await sub.quit().catch(() => sub.disconnect());
+  }
+}

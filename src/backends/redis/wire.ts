@@ -1,0 +1,157 @@
+/**
+ * Wire encoding between this backend and its Lua scripts: the document and reply shapes the
+ * scripts send back, and the validation + encoding of writes, ops and guards into the JSON
+ * envelope the scripts decode (field names as JSON string literals, values as JSON text).
+ */
+import type { Data, Guard, Json, Op, RefusalReason, StoredDoc } from '../../store/backend.js';
+
+let idSeq = 0;
+
+/**
+ * A new id unique to this process and instance: batch tokens, lease owners, waiter ids.
+ *
+ * @example
+ * ```ts
+ * const token = nextId('k3Jd9a'); // "k3Jd9a.1"
+ * ```
+ */
+export function nextId(instance: string, tag = ''): string {
+  return `${instance}.${tag}${(++idSeq).toString(36)}`;
+}
+
+export interface WireDoc {
+  /** version */
+  v: number;
+  /** last writer's token */
+  w: string;
+  /** incarnation: token of the batch that created it */
+  c: string;
+  /** data */
+  f: Data;
+}
+
+export type Reply =
+  | { ok: 1; docs: Array<WireDoc | null>; results: Json[][] }
+  | { ok: 0; reason: RefusalReason; index: number; detail?: string }
+  | { ok: 0; stale: { [d: string]: WireDoc | null } };
+
+export function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | undefined)?.then === 'function';
+}
+
+export function toDoc(key: string, w: WireDoc): StoredDoc {
+  return { key, version: w.v, data: w.f, incarnation: w.c };
+}
+
+export function checkInt(v: unknown, what: string, bad: (m: string) => Error): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw bad(`${what} must be an integer`);
+  return v;
+}
+
+export function json(v: unknown, bad: (m: string) => Error): string {
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v, (_k, x: unknown) => {
+      if (typeof x === 'number' && !Number.isFinite(x)) throw new Error('non-finite number');
+      return x;
+    });
+  } catch (err) {
+    throw bad(`value is not JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  if (s === undefined) throw bad('value is not JSON (undefined)');
+  return s;
+}
+
+export function encodeData(data: Data, bad: (m: string) => Error): { [lit: string]: string } {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw bad('data must be an object');
+  }
+  const out: { [lit: string]: string } = {};
+  for (const [k, v] of Object.entries(data)) {
+    if (v === undefined) continue;
+    out[JSON.stringify(k)] = json(v, bad);
+  }
+  return out;
+}
+
+const OPS = new Set([
+  'set',
+  'unset',
+  'incr',
+  'append',
+  'extend',
+  'insert',
+  'remove',
+  'pop',
+  'setItem',
+  'deleteItem',
+  'merge',
+]);
+
+export function encodeOp(op: Op, bad: (m: string) => Error): { [k: string]: unknown } {
+  if (typeof op !== 'object' || op === null || !OPS.has(op.op)) {
+    throw bad(`unknown op ${JSON.stringify((op as { op?: unknown })?.op)}`);
+  }
+  if (typeof op.field !== 'string') throw bad('field must be a string');
+  const e: { [k: string]: unknown } = { o: op.op, f: JSON.stringify(op.field) };
+  switch (op.op) {
+    case 'set':
+    case 'append':
+    case 'remove':
+      e.v = json(op.value, bad);
+      break;
+    case 'incr':
+      if (typeof op.by !== 'number' || !Number.isFinite(op.by)) throw bad('incr by must be finite');
+      e.by = op.by;
+      break;
+    case 'extend':
+      if (!Array.isArray(op.values)) throw bad('extend values must be an array');
+      e.vs = op.values.map((v) => json(v, bad));
+      break;
+    case 'insert':
+      if (typeof op.index !== 'number' || !Number.isFinite(op.index))
+        throw bad('index must be a number');
+      e.i = op.index;
+      e.v = json(op.value, bad);
+      break;
+    case 'pop':
+      e.i = op.index ?? -1;
+      if (typeof e.i !== 'number' || !Number.isFinite(e.i)) throw bad('index must be a number');
+      break;
+    case 'setItem':
+      if (typeof op.item !== 'string') throw bad('item must be a string');
+      e.it = op.item;
+      e.v = json(op.value, bad);
+      break;
+    case 'deleteItem':
+      if (typeof op.item !== 'string') throw bad('item must be a string');
+      e.it = op.item;
+      break;
+    case 'merge':
+      if (typeof op.value !== 'object' || op.value === null || Array.isArray(op.value)) {
+        throw bad('merge needs an object');
+      }
+      e.v = json(op.value, bad);
+      break;
+  }
+  return e;
+}
+
+export function encodeGuard(g: Guard, bad: (m: string) => Error): { [k: string]: unknown } {
+  if (typeof g !== 'object' || g === null || typeof g.field !== 'string') {
+    throw bad('guard must be an object with a field');
+  }
+  const f = JSON.stringify(g.field);
+  switch (g.guard) {
+    case 'cmp':
+      if (!['eq', 'ne', 'lt', 'lte', 'gt', 'gte'].includes(g.cmp)) throw bad(`bad cmp ${g.cmp}`);
+      return { g: 'cmp', f, c: g.cmp, v: json(g.value, bad), l: g.length === true };
+    case 'contains':
+    case 'notContains':
+      return { g: g.guard, f, v: json(g.value, bad) };
+    case 'exists':
+      return { g: 'exists', f, v: g.value !== false };
+    default:
+      throw bad(`unknown guard ${JSON.stringify((g as { guard?: unknown }).guard)}`);
+  }
+}

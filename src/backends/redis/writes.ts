@@ -1,0 +1,462 @@
+/**
+ * The write path: batch validation and compilation for the scripts (`plan`), and the prediction
+ * pipeline that lets a schema-checked `apply` commit in ONE round trip (`runBatch`): a bounded
+ * per-process cache of the documents this process wrote, predicted post-images chained across
+ * concurrent writes, admission per document, and a retry when another process moved the
+ * document.
+ */
+import { BackendError, ValidationError } from '../../errors.js';
+import { applyOps, evalGuards } from '../../store/apply-ops.js';
+import type {
+  CheckIssue,
+  Data,
+  DocRef,
+  DocWrite,
+  Guard,
+  Op,
+  WriteResult,
+} from '../../store/backend.js';
+import { clusterSlot, type DocKeys, type KeyLayout } from './keys.js';
+import type { ScriptName } from './scripts.js';
+import {
+  checkInt,
+  encodeData,
+  encodeGuard,
+  encodeOp,
+  isThenable,
+  nextId,
+  type Reply,
+  toDoc,
+  type WireDoc,
+} from './wire.js';
+
+/** Bound on client-side cached documents (used to predict post-images for checks). */
+const CACHE_MAX = 10_000;
+/** Checked writes predicted and in flight at once per document (see `#admit`). */
+const PIPELINE_DEPTH = 16;
+
+interface CacheEntry {
+  version: number;
+  token: string;
+  data: Data;
+  epoch: number;
+}
+
+/** What `#predict` found: bases used per document, check issues per write, whether it speculated. */
+interface Prediction {
+  readonly used: Map<number, { token: string; epoch: number }>;
+  readonly issues: Map<number, readonly CheckIssue[]>;
+  readonly speculated: boolean;
+}
+
+/** Sends one attempt's envelope to a script and returns its reply. */
+export type Send = (keys: string[], env: object) => Promise<Reply>;
+
+/** A write batch compiled for the scripts. */
+export interface Plan {
+  /** Per document (d = index + 1): its keys. */
+  readonly docs: DocKeys[];
+  readonly refs: DocRef[];
+  /** Flat KEYS: the document hashes. */
+  readonly keys: string[];
+  /** Per write: the document index (0-based). */
+  readonly docOf: number[];
+  readonly writes: readonly DocWrite[];
+  /** Envelope writes (mutated with `ck` before each attempt). */
+  readonly wire: Array<{ [k: string]: unknown }>;
+  readonly checked: boolean;
+}
+
+/** Runs a script (errors already mapped to BackendError). */
+type Script = (
+  name: ScriptName,
+  keys: string[],
+  args: (string | number)[],
+  writes: boolean,
+) => Promise<unknown>;
+
+/**
+ * The write path of one backend: plans batches and runs them with predicted checks.
+ *
+ * @example
+ * ```ts
+ * const path = new WritePath({ layout, cluster: false, instance, script });
+ * const result = await path.runBatch(path.plan(writes, 'store.apply'), send);
+ * ```
+ */
+export class WritePath {
+  readonly #layout: KeyLayout;
+  readonly #cluster: boolean;
+  readonly #instance: string;
+  readonly #script: Script;
+  readonly #cache = new Map<string, CacheEntry>();
+  #epoch = 0;
+  /** Checked writes in flight per document key, and the FIFO of writes waiting to enter. */
+  readonly #inflight = new Map<string, number>();
+  readonly #admission: Array<{ fits(): boolean; go(): void }> = [];
+
+  constructor(o: { layout: KeyLayout; cluster: boolean; instance: string; script: Script }) {
+    this.#layout = o.layout;
+    this.#cluster = o.cluster;
+    this.#instance = o.instance;
+    this.#script = o.script;
+  }
+
+  /** Drops every cached document (close). */
+  clear(): void {
+    this.#cache.clear();
+  }
+
+  /** Validates a batch and compiles it for the scripts. Throws ValidationError on bad input. */
+  plan(writes: readonly DocWrite[], what: string): Plan {
+    if (!Array.isArray(writes)) {
+      throw new ValidationError(what, [{ message: 'writes must be an array' }]);
+    }
+    const index = new Map<string, number>();
+    const docs: DocKeys[] = [];
+    const refs: DocRef[] = [];
+    const docOf: number[] = [];
+    const wire: Array<{ [k: string]: unknown }> = [];
+    let checked = false;
+    for (const [i, w] of writes.entries()) {
+      const bad = (message: string) => new ValidationError(`${what} write ${i}`, [{ message }]);
+      if (typeof w !== 'object' || w === null) throw bad('each write must be an object');
+      if (typeof w.model !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(w.model)) {
+        throw bad(`invalid model name ${JSON.stringify(w.model)}`);
+      }
+      if (typeof w.key !== 'string' || w.key.length === 0)
+        throw bad('key must be a non-empty string');
+      const id = `${w.model}\u0000${w.key}`;
+      let d = index.get(id);
+      if (d === undefined) {
+        d = docs.length;
+        index.set(id, d);
+        docs.push(this.#layout.doc(w.model, w.key));
+        refs.push({ model: w.model, key: w.key });
+      }
+      docOf.push(d);
+      const e: { [k: string]: unknown } = { k: w.kind, d: d + 1 };
+      switch (w.kind) {
+        case 'create':
+        case 'put':
+          e.data = encodeData(w.data, bad);
+          break;
+        case 'delete':
+          if (w.expectVersion !== undefined) e.ev = checkInt(w.expectVersion, 'expectVersion', bad);
+          break;
+        case 'patch': {
+          const ops: readonly Op[] = w.ops;
+          if (!Array.isArray(ops as unknown)) throw bad('ops must be an array');
+          e.ops = ops.map((op, j) => encodeOp(op, (m) => bad(`op ${j}: ${m}`)));
+          const guards: readonly Guard[] | undefined = w.guards;
+          if (guards !== undefined) {
+            if (!Array.isArray(guards as unknown)) throw bad('guards must be an array');
+            if (guards.length > 0) {
+              e.g = guards.map((g, j) => encodeGuard(g, (m) => bad(`guard ${j}: ${m}`)));
+            }
+          }
+          if (w.expectVersion !== undefined) e.ev = checkInt(w.expectVersion, 'expectVersion', bad);
+          if (w.expectIncarnation !== undefined) {
+            if (typeof w.expectIncarnation !== 'string')
+              throw bad('expectIncarnation must be a string');
+            e.ei = w.expectIncarnation;
+          }
+          if (w.fieldsUnchangedSince !== undefined) {
+            e.fs = checkInt(w.fieldsUnchangedSince, 'fieldsUnchangedSince', bad);
+          }
+          if (w.check !== undefined) {
+            if (typeof w.check !== 'function') throw bad('check must be a function');
+            checked = true;
+          }
+          break;
+        }
+        default:
+          throw bad(`unknown write kind ${JSON.stringify((w as { kind: unknown }).kind)}`);
+      }
+      wire.push(e);
+    }
+    if (this.#cluster && docs.length > 1) {
+      const slots = new Set(docs.map((k) => clusterSlot(k.tag)));
+      if (slots.size > 1) {
+        throw new ValidationError(what, [
+          {
+            message:
+              `the documents ${refs.map((r) => `${r.model} ${JSON.stringify(r.key)}`).join(', ')} ` +
+              'live in different Redis Cluster slots, so one atomic script cannot touch them all. ' +
+              'Co-locate them: redis({ cluster: true, hashTag: (model, key) => key.split(":")[0] }) ' +
+              'puts every document whose hashTag() text is equal into one slot.',
+          },
+        ]);
+      }
+    }
+    return {
+      docs,
+      refs,
+      keys: docs.map((k) => k.doc),
+      docOf,
+      writes,
+      wire,
+      checked,
+    };
+  }
+
+  /**
+   * Runs a compiled batch through `send` (the write or the commit script).
+   *
+   * Patches with a `check` (schema validation of the post-image, a JS callback): the post-image is
+   * PREDICTED here from a client-side copy of the document (the last state this process read or
+   * wrote, or predicted for a write still in flight), the check runs on it, and the script is
+   * told "commit only if the document's last-writer token is still T, and the check said ok".
+   * A moved document comes back in the same reply ("stale") and we go round again. Predictions
+   * chain: concurrent applies in one process each predict on top of the previous one's predicted
+   * post-image and expect its token, so a hot key needs ONE round trip per apply, pipelined,
+   * instead of read + check + compare-and-set. The cost: a bounded cache of recently written
+   * documents per process, and a wasted round trip when another process wrote in between.
+   */
+  async runBatch(plan: Plan, send: Send): Promise<WriteResult> {
+    let divergence = 0;
+    const gated = plan.checked
+      ? [
+          ...new Set(
+            plan.writes.flatMap((w, i) =>
+              w.kind === 'patch' && w.check
+                ? [(plan.docs[plan.docOf[i] as number] as DocKeys).doc]
+                : [],
+            ),
+          ),
+        ]
+      : [];
+    for (let attempt = 0; ; attempt++) {
+      if (gated.length > 0) await this.#admit(gated, attempt === 0 ? PIPELINE_DEPTH : 1);
+      try {
+        const r = await this.#attempt(plan, send);
+        if (r === 'stale') {
+          if (++divergence > 1000) {
+            throw new BackendError(
+              'redis write: a checked patch kept meeting a moved document 1000 times in a row; please report this',
+            );
+          }
+          continue;
+        }
+        return r;
+      } finally {
+        if (gated.length > 0) this.#leave(gated);
+      }
+    }
+  }
+
+  /**
+   * Admission to the prediction pipeline of some documents: at most `max` checked writes in
+   * flight per document, strict FIFO. A retry after "stale" waits until nothing is in flight on
+   * its documents (max 1), so a failed prediction chain is drained before predicting again:
+   * without that, two processes hammering the same documents invalidate each other's whole
+   * pipelines forever.
+   */
+  #admit(docs: string[], max: number): Promise<void> | undefined {
+    const fits = () => docs.every((d) => (this.#inflight.get(d) ?? 0) < max);
+    const take = () => {
+      for (const d of docs) this.#inflight.set(d, (this.#inflight.get(d) ?? 0) + 1);
+    };
+    if (this.#admission.length === 0 && fits()) {
+      take();
+      return undefined;
+    }
+    return new Promise<void>((resolve) => {
+      this.#admission.push({
+        fits,
+        go: () => {
+          take();
+          resolve();
+        },
+      });
+    });
+  }
+
+  #leave(docs: string[]): void {
+    for (const d of docs) {
+      const n = (this.#inflight.get(d) ?? 1) - 1;
+      if (n <= 0) this.#inflight.delete(d);
+      else this.#inflight.set(d, n);
+    }
+    while (this.#admission.length > 0 && (this.#admission[0] as { fits(): boolean }).fits()) {
+      (this.#admission.shift() as { go(): void }).go();
+    }
+  }
+
+  /** One attempt of a batch: its result, or 'stale' (predicted on a moved document; retry). */
+  async #attempt(plan: Plan, send: Send): Promise<WriteResult | 'stale'> {
+    {
+      const token = nextId(this.#instance);
+      const prediction = plan.checked ? await this.#predict(plan, token) : undefined;
+      const env: { t: string; w: unknown[]; sd?: number[] } = { t: token, w: plan.wire };
+      // On "stale", the script returns every checked document, so all bases get refreshed.
+      if (prediction) env.sd = [...prediction.used.keys()].map((d) => d + 1);
+      const reply = await send(plan.keys, env);
+      if (reply.ok === 1) {
+        if (prediction) {
+          for (const [d, used] of prediction.used) {
+            const w = reply.docs[plan.docOf.indexOf(d)] ?? null;
+            const cur = this.#cache.get((plan.docs[d] as DocKeys).doc);
+            if (prediction.speculated ? cur?.token === token : cur?.epoch === used.epoch) {
+              this.remember(plan.docs[d] as DocKeys, w, undefined);
+            }
+          }
+        }
+        return {
+          applied: true,
+          docs: reply.docs.map((w, i) => (w ? toDoc(plan.writes[i]?.key as string, w) : undefined)),
+          results: reply.results,
+        };
+      }
+      if ('stale' in reply) {
+        for (const [ds, w] of Object.entries(reply.stale)) {
+          const d = Number(ds);
+          const used = prediction?.used.get(d);
+          const cur = this.#cache.get((plan.docs[d] as DocKeys).doc);
+          if (!cur || cur.epoch === used?.epoch) this.remember(plan.docs[d] as DocKeys, w, -1);
+        }
+        return 'stale';
+      }
+      if (prediction?.speculated) {
+        for (const [d, used] of prediction.used) {
+          const key = (plan.docs[d] as DocKeys).doc;
+          if (this.#cache.get(key)?.epoch === used.epoch) this.#cache.delete(key);
+        }
+      }
+      const issues = reply.reason === 'invalid' ? prediction?.issues.get(reply.index) : undefined;
+      return {
+        applied: false,
+        reason: reply.reason,
+        index: reply.index,
+        ...(reply.detail !== undefined ? { detail: reply.detail } : {}),
+        ...(issues ? { issues } : {}),
+      };
+    }
+  }
+
+  /** Predicts the checked patches of a batch and fills in their `ck` (see {@link runBatch}). */
+  async #predict(plan: Plan, token: string): Promise<Prediction> {
+    const checkedDocs = new Set<number>();
+    plan.writes.forEach((w, i) => {
+      if (w.kind === 'patch' && w.check) checkedDocs.add(plan.docOf[i] as number);
+    });
+    const missing = [...checkedDocs].filter((d) => !this.#cache.has((plan.docs[d] as DocKeys).doc));
+    if (missing.length > 0) {
+      const r = JSON.parse(
+        (await this.#script(
+          'read',
+          missing.map((d) => (plan.docs[d] as DocKeys).doc),
+          [],
+          false,
+        )) as string,
+      ) as Array<WireDoc | null>;
+      for (const [i, d] of missing.entries()) {
+        this.remember(plan.docs[d] as DocKeys, r[i] ?? null, -1);
+      }
+    }
+    const used = new Map<number, { token: string; epoch: number }>();
+    const sim = new Map<number, { exists: boolean; version: number; data: Data }>();
+    for (const d of checkedDocs) {
+      const c = this.#cache.get((plan.docs[d] as DocKeys).doc);
+      // Dropped while we read (a concurrent refusal): predict again from scratch.
+      if (!c) return this.#predict(plan, token);
+      used.set(d, { token: c.token, epoch: c.epoch });
+      sim.set(d, {
+        exists: c.token !== '',
+        version: c.version,
+        data: c.data, // never mutated: applyOps returns a new post-image
+      });
+    }
+    const issues = new Map<number, readonly CheckIssue[]>();
+    let certain = true; // every earlier write could be simulated
+    let speculate = true; // ... and is predicted to apply
+    for (const [i, w] of plan.writes.entries()) {
+      const d = plan.docOf[i] as number;
+      const e = plan.wire[i] as { [k: string]: unknown };
+      const s = sim.get(d);
+      if (!s) continue;
+      const ck: { t: string; ok: boolean | 'u' } = {
+        t: (used.get(d) as { token: string }).token,
+        ok: 'u',
+      };
+      if (w.kind === 'patch' && w.check) e.ck = ck;
+      if (!certain) continue;
+      if (w.kind === 'create') {
+        if (s.exists) certain = false;
+        else Object.assign(s, { exists: true, version: 1, data: structuredClone(w.data) });
+      } else if (w.kind === 'put') {
+        Object.assign(s, {
+          exists: true,
+          version: s.exists ? s.version + 1 : 1,
+          data: structuredClone(w.data),
+        });
+      } else if (w.kind === 'delete') {
+        if (!s.exists || (w.expectVersion !== undefined && w.expectVersion !== s.version)) {
+          certain = false;
+        } else Object.assign(s, { exists: false, version: 0, data: {} });
+      } else {
+        if (!s.exists || (w.expectVersion !== undefined && w.expectVersion !== s.version)) {
+          certain = false;
+          continue;
+        }
+        const guardsHold = evalGuards(s.data, w.guards ?? []);
+        const p = applyOps(s.data, w.ops);
+        if (!p.ok) {
+          certain = false;
+          continue;
+        }
+        s.data = p.data;
+        if (w.check) {
+          // Await only a real promise: with synchronous checks this whole prediction, and the
+          // speculative cache update below, run without yielding, so concurrent applies in this
+          // process chain their predictions instead of racing on one base.
+          const out = w.check(s.data);
+          const found = isThenable(out) ? await out : out;
+          ck.ok = !found || found.length === 0;
+          if (!ck.ok) issues.set(i, found as readonly CheckIssue[]);
+        }
+        // A predicted refusal: keep simulating (the server may disagree), but do not speculate.
+        if (!guardsHold || ck.ok === false) speculate = false;
+        s.version += 1;
+      }
+    }
+    // Speculate only if nobody moved the entries while we awaited (a read or an async check).
+    const unmoved = [...used].every(([d, u]) => {
+      const c = this.#cache.get((plan.docs[d] as DocKeys).doc);
+      return c !== undefined && c.epoch === u.epoch && c.token === u.token;
+    });
+    if (certain && speculate && unmoved) {
+      for (const [d, s] of sim) {
+        const prev = this.#cache.get((plan.docs[d] as DocKeys).doc) as CacheEntry;
+        this.#cacheSet((plan.docs[d] as DocKeys).doc, {
+          version: s.exists ? s.version : 0,
+          token: s.exists ? token : '',
+          data: s.data,
+          epoch: prev.epoch,
+        });
+      }
+    }
+    return { used, issues, speculated: certain && speculate && unmoved };
+  }
+
+  /** Stores an authoritative state in the cache (epoch -1: a new epoch; undefined: keep it). */
+  remember(keys: DocKeys, w: WireDoc | null, epoch: number | undefined): void {
+    const prev = this.#cache.get(keys.doc);
+    if (epoch === undefined && !prev) return;
+    this.#cacheSet(keys.doc, {
+      version: w ? w.v : 0,
+      token: w ? w.w : '',
+      data: w ? w.f : {},
+      epoch: epoch === undefined ? (prev as CacheEntry).epoch : ++this.#epoch,
+    });
+  }
+
+  #cacheSet(key: string, e: CacheEntry): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, e);
+    if (this.#cache.size > CACHE_MAX) {
+      const oldest = this.#cache.keys().next();
+      if (!oldest.done) this.#cache.delete(oldest.value);
+    }
+  }
+}

@@ -1,0 +1,20 @@
+/** Every scenario of the race lab, in the order the lab runs them. */
+import type { Scenario } from '../types.js';
+import { bank } from './bank.js';
+import { campaign } from './campaign.js';
+import { counter } from './counter.js';
+import { learner } from './learner.js';
+import { queue } from './queue.js';
+
+/**
+ * The scenarios, in run order.
+ *
+ * @example
+ * ```ts
+ * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue']
+ * ```
+ */
+export const scenarios: readonly Scenario[] = [counter, bank, campaign, learner, queue];
+
+/** The names `npm run lab -- <names...>` accepts. */
+export const scenarioNames: readonly string[] = scenarios.map((s) => s.name);

@@ -1,0 +1,250 @@
+/**
+ * The Backend contract: the only thing `src/store` knows about storage.
+ *
+ * Everything a model does (create, put, delete, apply, update, lock) is expressed with three
+ * primitives, and every backend (memory, Redis, PostgreSQL) implements exactly these:
+ *
+ * 1. `read(refs)` — fresh snapshots with a version.
+ * 2. `write(writes)` — ONE atomic, guarded batch of field operations over one or more documents,
+ *    all-or-nothing, in one round trip where the backend allows it.
+ * 3. `acquire(request)` — leases on keys (with fencing); the lease's `commit(writes)` is a
+ *    `write` that is refused unless the lease still holds, and releases it.
+ *
+ * A new backend implements this file and passes `test/conformance/`; nothing else changes.
+ *
+ * Wire format: everything that crosses this contract is plain JSON ({@link Json}), so that a
+ * Lua script or an SQL statement can execute it.
+ */
+
+/** A JSON value: what documents are made of. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A document's data: top-level fields. Field names are arbitrary strings. */
+export type Data = { [field: string]: Json };
+
+/** A stored document as the backend returns it. `data` is the caller's own copy. */
+export interface StoredDoc {
+  readonly key: string;
+  /** 1 after create; +1 on every write that changes the document. */
+  readonly version: number;
+  readonly data: Data;
+  /**
+   * Opaque identity of this life of the document: a new, never reused value each time the key is
+   * created (after a delete, version 1 comes back, so the version alone cannot tell two lives
+   * apart). Writes carrying `expectIncarnation` are refused (reason `version`) when it differs.
+   * Every backend returns it.
+   */
+  readonly incarnation: string;
+}
+
+/** Names one document. `model` matches `/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`; `key` is any non-empty string. */
+export interface DocRef {
+  readonly model: string;
+  readonly key: string;
+}
+
+/**
+ * One field operation. Semantics (identical on every backend; the conformance suite checks):
+ * - `set` / `unset`: replace / remove the field. Result: null.
+ * - `incr`: add `by` (finite number) to a number field; a missing field counts as 0; a non-number
+ *   field makes the whole batch fail with reason `invalid`. Result: the new value.
+ * - `append` / `extend`: add one / several elements at the end of an array field (missing → []).
+ *   Result: the new length.
+ * - `insert`: insert at `index` with splice semantics: negative counts from the end, clamped to
+ *   [0, length]. Result: the new length.
+ * - `remove`: remove every element deep-equal to `value`. Result: how many were removed.
+ * - `pop`: remove and return the element at `index` (default -1, the last; 0 is the first;
+ *   negative counts from the end). Missing field, empty array or out of range → null, no change.
+ * - `setItem` / `deleteItem`: set / delete one entry of a record (object) field (missing → {}).
+ *   Result: null for setItem; true/false (existed) for deleteItem.
+ * - `merge`: shallow-merge an object into a record field (missing → {}). Result: null.
+ * An array op on a non-array, or a record op on a non-object, fails the batch with `invalid`.
+ */
+export type Op =
+  | { readonly op: 'set'; readonly field: string; readonly value: Json }
+  | { readonly op: 'unset'; readonly field: string }
+  | { readonly op: 'incr'; readonly field: string; readonly by: number }
+  | { readonly op: 'append'; readonly field: string; readonly value: Json }
+  | { readonly op: 'extend'; readonly field: string; readonly values: readonly Json[] }
+  | { readonly op: 'insert'; readonly field: string; readonly index: number; readonly value: Json }
+  | { readonly op: 'remove'; readonly field: string; readonly value: Json }
+  | { readonly op: 'pop'; readonly field: string; readonly index: number }
+  | { readonly op: 'setItem'; readonly field: string; readonly item: string; readonly value: Json }
+  | { readonly op: 'deleteItem'; readonly field: string; readonly item: string }
+  | {
+      readonly op: 'merge';
+      readonly field: string;
+      readonly value: { readonly [k: string]: Json };
+    };
+
+/** Comparison operators of guards. `lt/lte/gt/gte` compare numbers only. */
+export type CmpOp = 'eq' | 'ne' | 'lt' | 'lte' | 'gt' | 'gte';
+
+/**
+ * A condition on the document's state BEFORE the batch's ops, evaluated atomically with the write.
+ * Semantics on every backend:
+ * - `cmp`: compares the field (or, with `length: true`, the length of a string — in UTF-16 code
+ *   units as JavaScript counts — or of an array; a missing field has length 0) to `value`.
+ *   `eq`/`ne` use deep JSON equality (object key order ignored). `lt/lte/gt/gte` are true only
+ *   when both sides are numbers. A missing field: `ne` is true, every other comparison false.
+ * - `contains` / `notContains`: an array field holds an element deep-equal to `value`, or a record
+ *   field has the key `value` (a string), or a string field contains the substring `value`.
+ *   Missing field: contains false, notContains true.
+ * - `exists`: the field is present (`value: true`) or absent (`value: false`).
+ */
+export type Guard =
+  | {
+      readonly guard: 'cmp';
+      readonly field: string;
+      readonly cmp: CmpOp;
+      readonly value: Json;
+      readonly length?: boolean;
+    }
+  | { readonly guard: 'contains' | 'notContains'; readonly field: string; readonly value: Json }
+  | { readonly guard: 'exists'; readonly field: string; readonly value: boolean };
+
+/**
+ * The post-image check the store attaches to every `patch`: the model's schema validation of the
+ * document as it would be AFTER the ops. A backend must run it before making the write visible
+ * and refuse the whole batch (reason `invalid`) when it returns issues. It may be async (async
+ * schemas); backends that cannot call back into JavaScript inside their atomic step must compute
+ * the post-image, check it, and commit only if the document's version did not move (retrying).
+ */
+export type PostCheck = (
+  data: Data,
+) => readonly CheckIssue[] | undefined | Promise<readonly CheckIssue[] | undefined>;
+
+/** One schema issue (the Standard Schema issue shape). */
+export interface CheckIssue {
+  readonly message: string;
+  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined;
+}
+
+/** One document's part of an atomic batch. */
+export type DocWrite =
+  | PatchWrite
+  | { readonly kind: 'create'; readonly model: string; readonly key: string; readonly data: Data }
+  | { readonly kind: 'put'; readonly model: string; readonly key: string; readonly data: Data }
+  | {
+      readonly kind: 'delete';
+      readonly model: string;
+      readonly key: string;
+      /** Refuse (reason `version`) unless the current version is this. */
+      readonly expectVersion?: number;
+    };
+
+/** Field operations on an existing document. */
+export interface PatchWrite {
+  readonly kind: 'patch';
+  readonly model: string;
+  readonly key: string;
+  readonly ops: readonly Op[];
+  /** All must hold on the pre-image, else the batch is refused with reason `guard`. */
+  readonly guards?: readonly Guard[];
+  /** Compare-and-set: refuse (reason `version`) unless the current version is exactly this. */
+  readonly expectVersion?: number;
+  /** Refuse (reason `version`) unless the document is still this incarnation (see {@link StoredDoc.incarnation}). */
+  readonly expectIncarnation?: string;
+  /**
+   * Lock commits: refuse (reason `conflict`) if any field this write touches was written by
+   * anyone after version `since` (backends keep, per field, the version that last wrote it).
+   */
+  readonly fieldsUnchangedSince?: number;
+  /** Schema validation of the post-image; see {@link PostCheck}. A missing document is refused with reason `missing`. */
+  readonly check?: PostCheck;
+}
+
+/** Why a batch was refused. Exactly one reason, for the first write (in batch order) that failed. */
+export type RefusalReason =
+  | 'guard' // a guard was false
+  | 'version' // expectVersion did not match
+  | 'missing' // patch/delete of a document that does not exist
+  | 'exists' // create of a key that exists
+  | 'conflict' // fieldsUnchangedSince failed
+  | 'fence' // (lease commits) the lease no longer holds
+  | 'invalid'; // an op did not fit the field's type, or the post-check returned issues
+
+/** The outcome of an atomic batch. */
+export type WriteResult =
+  | {
+      readonly applied: true;
+      /** Per write, in batch order: the document after the write (undefined after a delete). */
+      readonly docs: ReadonlyArray<StoredDoc | undefined>;
+      /** Per write, in batch order: one result per op (see {@link Op}); [] for non-patch writes; for delete, [existed]. */
+      readonly results: ReadonlyArray<ReadonlyArray<Json>>;
+    }
+  | {
+      readonly applied: false;
+      readonly reason: RefusalReason;
+      /** Index in the batch of the write that was refused. */
+      readonly index: number;
+      /** Human-readable detail (for `invalid`: which op or which issues). */
+      readonly detail?: string;
+      /** For `invalid` caused by the post-check: the schema issues. */
+      readonly issues?: readonly CheckIssue[];
+    };
+
+/** What a lease is asked for. `keys` are distinct and already in canonical (sorted) order. */
+export interface LeaseRequest {
+  readonly model: string;
+  readonly keys: readonly string[];
+  /** Named action: leases with different actions on the same key do not block each other. */
+  readonly action: string;
+  readonly mode: 'exclusive' | 'shared';
+  /** The lease expires this long after it was taken or last renewed, if its holder stops renewing. */
+  readonly leaseMs: number;
+  /** Renew automatically until commit/release (default true). */
+  readonly renew: boolean;
+  /** Give up after this long with LockTimeoutError. undefined = wait forever. */
+  readonly timeoutMs?: number;
+  /** Abort waiting: reject with signal.reason. */
+  readonly signal?: AbortSignal;
+  /** Do not wait: throw LockBusyError when any key is held in a conflicting mode. */
+  readonly nowait: boolean;
+  /** Do not wait: resolve undefined when any key is held in a conflicting mode. */
+  readonly skipLocked: boolean;
+}
+
+/** A held lease on one or more keys, with the snapshots read when it was taken. */
+export interface Lease {
+  /** Per key of the request, in its order: the snapshot read once the lease was held. */
+  readonly docs: ReadonlyArray<StoredDoc | undefined>;
+  /** Per key: the fencing token, strictly increasing across exclusive holders of that key. */
+  readonly fences: readonly number[];
+  /** True once the backend knows the lease expired, was taken over, or failed to renew. */
+  readonly lost: boolean;
+  /**
+   * Atomically: verify the lease still holds on every key (fencing: refused with reason `fence`
+   * otherwise), apply `writes`, then release the lease. The lease is released whatever the
+   * outcome. Writes may touch only keys of this lease.
+   */
+  commit(writes: readonly DocWrite[]): Promise<WriteResult>;
+  /** Release without writing. Idempotent; never throws for a lost lease. */
+  release(): Promise<void>;
+}
+
+/** What every backend implements. */
+export interface Backend {
+  /** A short name for messages and the lab ("memory", "redis", "postgres"). */
+  readonly name: string;
+  /**
+   * True when the backend detects deadlocks between in-process tasks (as the memory backend does
+   * with `LockTable`): the store then runs each `Model.lock` as one task (`runAsTask`), so a lock
+   * taken inside another's `fn` belongs to the same flow. Backends without it skip the cost of
+   * async context tracking.
+   */
+  readonly tracksTasks?: boolean;
+  /** Fresh snapshots, one per ref, in order; undefined where the document does not exist. */
+  read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>>;
+  /** One atomic, guarded batch: every write applies, or none does. Never a partial write. */
+  write(writes: readonly DocWrite[]): Promise<WriteResult>;
+  /**
+   * Take a lease (waiting in FIFO order, woken without polling where the backend allows), then
+   * read the keys. Resolves undefined only with `skipLocked`. Rejects with LockTimeoutError,
+   * LockBusyError (nowait), DeadlockError (where the backend detects it), signal.reason, or
+   * BackendError.
+   */
+  acquire(request: LeaseRequest): Promise<Lease | undefined>;
+  /** Release every resource the backend opened (never a client or pool the user passed in). */
+  close(): Promise<void>;
+}

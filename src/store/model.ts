@@ -1,0 +1,531 @@
+/**
+ * `Model<T>`: typed documents in one backend, with every write path race-free. Each method is a
+ * thin layer over the three backend primitives (read, write, acquire); see `backend.ts`.
+ */
+import {
+  AlreadyExistsError,
+  ConflictError,
+  LeaseLostError,
+  type LockstepError,
+  NotFoundError,
+  ValidationError,
+} from '../errors.js';
+import { runAsTask } from '../sync/deadlock.js';
+import type { Backend, PatchWrite, StoredDoc, WriteResult } from './backend.js';
+import { diffFields } from './draft.js';
+import { cloneJson } from './json.js';
+import { checkKey } from './keys.js';
+import {
+  type GuardBuilder,
+  type GuardsInput,
+  type OpsBuilder,
+  recordGuards,
+  recordOps,
+} from './ops.js';
+import { parseDoc, postCheck, type StandardSchemaV1 } from './schema.js';
+
+/** A document as read: its key, its version (1 after create, +1 per write) and its data. */
+export interface Doc<T> {
+  readonly key: string;
+  readonly version: number;
+  readonly data: T;
+}
+
+/** Options of {@link Model.lock}. */
+export interface ModelLockOptions {
+  /** Give up waiting after this many milliseconds (LockTimeoutError). Default: wait as long as it takes. */
+  timeoutMs?: number;
+  /** Abort waiting: the call rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Named action: locks on one key with different actions do not block each other. Default 'default'. */
+  action?: string;
+  /** 'exclusive' (default) or 'shared' (readers; a shared holder cannot write). */
+  mode?: 'exclusive' | 'shared';
+  /** Do not wait: throw LockBusyError if the key is held. */
+  nowait?: boolean;
+  /** Do not wait: return undefined without calling `fn` if the key is held. */
+  skipLocked?: boolean;
+  /** The lease expires this long after its holder stops renewing it (crash, stall). Default 30 000. */
+  leaseMs?: number;
+  /** Renew the lease while `fn` runs (default true). With false, the lease ends after `leaseMs` whatever happens. */
+  renew?: boolean;
+}
+
+/** Options of {@link Model.update}. */
+export interface UpdateOptions {
+  /** How many times to retry after a conflict (default 10); then ConflictError. */
+  retries?: number;
+  /** Abort between attempts: rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link Model.apply}. */
+export interface ApplyOptions<T> {
+  /** Guards on the document before the ops; all must hold, else nothing is written. */
+  when?: (guards: GuardBuilder<T>) => GuardsInput;
+  /** A missing document gives `{ applied: false }` instead of NotFoundError. */
+  ignoreIfDeleted?: boolean;
+}
+
+/** The outcome of {@link Model.apply}. */
+export interface ApplyResult<T> {
+  readonly applied: boolean;
+  /** The document after the ops (when applied). */
+  readonly doc?: Doc<T>;
+  /** One result per op, in order (incr: new value; pop: the element or null; remove: count; ...). */
+  readonly results: unknown[];
+}
+
+/** One document's part of an atomic `store.apply([...])`; made by {@link Model.ops}. */
+export interface OpBatch {
+  /** @internal the backend write this batch stands for. */
+  readonly write: PatchWrite;
+}
+
+const DEFAULT_LEASE_MS = 30_000;
+const DEFAULT_RETRIES = 10;
+
+function lockName(model: string, keys: readonly string[], action: string): string {
+  const k = keys.map((x) => JSON.stringify(x)).join(', ');
+  return `${model} ${k}${action === 'default' ? '' : ` (action ${JSON.stringify(action)})`}`;
+}
+
+/**
+ * Turns a refused backend write into the error the caller should see. `guard` refusals are not
+ * errors and are handled by the callers that expect them.
+ */
+export function refusalError(
+  result: Extract<WriteResult, { applied: false }>,
+  writes: ReadonlyArray<{ model: string; key: string }>,
+): LockstepError {
+  const w = writes[result.index] ?? writes[0] ?? { model: '?', key: '?' };
+  switch (result.reason) {
+    case 'exists':
+      return new AlreadyExistsError(w.model, w.key);
+    case 'missing':
+      return new NotFoundError(w.model, w.key);
+    case 'conflict':
+      return new ConflictError(
+        `${w.model} ${JSON.stringify(w.key)}`,
+        'a field this lock changed was changed by someone else since it was read; nothing was written. Retry, or lock with the same action as the other writer',
+      );
+    case 'version':
+      return new ConflictError(
+        `${w.model} ${JSON.stringify(w.key)}`,
+        'the document changed since it was read; nothing was written',
+      );
+    case 'fence':
+      return new LeaseLostError(lockName(w.model, [w.key], 'default'), result.detail);
+    case 'invalid':
+      return new ValidationError(
+        `${w.model} ${JSON.stringify(w.key)}`,
+        result.issues ?? [{ message: result.detail ?? 'an operation does not fit the field' }],
+      );
+    case 'guard':
+      return new ConflictError(`${w.model} ${JSON.stringify(w.key)}`, 'a guard did not hold');
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * A typed collection of documents. Made by `store.model(name, schema)`; `T` is inferred from the
+ * schema (zod, valibot, arktype, or any Standard Schema).
+ *
+ * @example
+ * ```ts
+ * const Account = store.model('account', z.object({ balance: z.number().min(0) }));
+ * await Account.create('ann', { balance: 100 });
+ * await Account.apply('ann', (a) => a.balance.incr(-30), { when: (a) => a.balance.gte(30) });
+ * ```
+ */
+export class Model<T, In = T> {
+  readonly name: string;
+  readonly #backend: Backend;
+  readonly #schema: StandardSchemaV1<unknown, T>;
+  readonly #check: PatchWrite['check'];
+
+  /** @internal use `store.model(name, schema)`. */
+  constructor(backend: Backend, name: string, schema: StandardSchemaV1<unknown, T>) {
+    this.#backend = backend;
+    this.name = name;
+    this.#schema = schema;
+    this.#check = postCheck(schema);
+  }
+
+  #what(key: string): string {
+    return `${this.name} ${JSON.stringify(key)}`;
+  }
+
+  #doc(d: StoredDoc): Doc<T> {
+    return { key: d.key, version: d.version, data: d.data as unknown as T };
+  }
+
+  #write(writes: Parameters<Backend['write']>[0]): Promise<WriteResult> {
+    return this.#backend.write(writes);
+  }
+
+  /**
+   * Creates a document; exactly one of several concurrent creates of one key succeeds, the others
+   * get AlreadyExistsError (a uniqueness constraint).
+   *
+   * @example
+   * ```ts
+   * const doc = await Account.create('ann', { balance: 100 }); // doc.version === 1
+   * ```
+   */
+  async create(key: string, data: In): Promise<Doc<T>> {
+    checkKey(key);
+    const parsed = await parseDoc(this.#schema, this.#what(key), data);
+    const writes = [{ kind: 'create', model: this.name, key, data: parsed }] as const;
+    const r = await this.#write(writes);
+    if (!r.applied) throw refusalError(r, writes);
+    return this.#doc(r.docs[0] as StoredDoc);
+  }
+
+  /**
+   * Reads a document, or throws NotFoundError.
+   *
+   * @example
+   * ```ts
+   * const { data, version } = await Account.get('ann');
+   * ```
+   */
+  async get(key: string): Promise<Doc<T>> {
+    const d = await this.find(key);
+    if (!d) throw new NotFoundError(this.name, key);
+    return d;
+  }
+
+  /**
+   * Reads a document, or returns undefined when it does not exist.
+   *
+   * @example
+   * ```ts
+   * const doc = await Account.find('ann');
+   * ```
+   */
+  async find(key: string): Promise<Doc<T> | undefined> {
+    checkKey(key);
+    const [d] = await this.#backend.read([{ model: this.name, key }]);
+    return d ? this.#doc(d) : undefined;
+  }
+
+  /**
+   * Validated upsert: writes the whole document, creating it if needed.
+   *
+   * @example
+   * ```ts
+   * await Account.put('ann', { balance: 0 });
+   * ```
+   */
+  async put(key: string, data: In): Promise<Doc<T>> {
+    checkKey(key);
+    const parsed = await parseDoc(this.#schema, this.#what(key), data);
+    const writes = [{ kind: 'put', model: this.name, key, data: parsed }] as const;
+    const r = await this.#write(writes);
+    if (!r.applied) throw refusalError(r, writes);
+    return this.#doc(r.docs[0] as StoredDoc);
+  }
+
+  /**
+   * Deletes a document; resolves whether it existed.
+   *
+   * @example
+   * ```ts
+   * const existed = await Account.delete('ann');
+   * ```
+   */
+  async delete(key: string): Promise<boolean> {
+    checkKey(key);
+    const writes = [{ kind: 'delete', model: this.name, key }] as const;
+    const r = await this.#write(writes);
+    if (!r.applied) {
+      if (r.reason === 'missing') return false;
+      throw refusalError(r, writes);
+    }
+    return r.results[0]?.[0] !== false;
+  }
+
+  /**
+   * Pessimistic update: takes the lease(s) (several keys in one canonical order), reads fresh
+   * snapshots, runs `fn` on mutable drafts, validates them, and commits only the fields that
+   * changed in one atomic write. The commit is refused with LeaseLostError if the lease was lost
+   * (fencing), and with ConflictError if a changed field was changed by anyone since the read.
+   * A throw in `fn` writes nothing and is rethrown as is.
+   *
+   * @example
+   * ```ts
+   * await Account.lock(['ann', 'bob'], ([ann, bob]) => {
+   *   if (ann.balance < 10) throw new Error('insufficient funds');
+   *   ann.balance -= 10;
+   *   bob.balance += 10;
+   * });
+   * ```
+   */
+  lock<R>(
+    key: string,
+    fn: (draft: T) => R | Promise<R>,
+    options?: ModelLockOptions & { skipLocked?: false },
+  ): Promise<R>;
+  lock<R>(
+    keys: readonly string[],
+    fn: (drafts: T[]) => R | Promise<R>,
+    options?: ModelLockOptions & { skipLocked?: false },
+  ): Promise<R>;
+  lock<R>(
+    key: string,
+    fn: (draft: T) => R | Promise<R>,
+    options: ModelLockOptions,
+  ): Promise<R | undefined>;
+  lock<R>(
+    keys: readonly string[],
+    fn: (drafts: T[]) => R | Promise<R>,
+    options: ModelLockOptions,
+  ): Promise<R | undefined>;
+  lock<R>(
+    keyOrKeys: string | readonly string[],
+    fn: ((draft: T) => R | Promise<R>) | ((drafts: T[]) => R | Promise<R>),
+    options: ModelLockOptions = {},
+  ): Promise<R | undefined> {
+    // One task for in-process deadlock detection: a lock taken inside `fn` belongs to this flow,
+    // so nested locks in opposite orders are reported (DeadlockError) instead of hanging.
+    return this.#backend.tracksTasks
+      ? runAsTask(() => this.#lock(keyOrKeys, fn, options))
+      : this.#lock(keyOrKeys, fn, options);
+  }
+
+  async #lock<R>(
+    keyOrKeys: string | readonly string[],
+    fn: ((draft: T) => R | Promise<R>) | ((drafts: T[]) => R | Promise<R>),
+    options: ModelLockOptions,
+  ): Promise<R | undefined> {
+    const many = Array.isArray(keyOrKeys);
+    const keys: readonly string[] = many ? keyOrKeys : [keyOrKeys as string];
+    if (keys.length === 0) {
+      throw new ValidationError(`${this.name} lock`, [{ message: 'give at least one key' }]);
+    }
+    for (const k of keys) checkKey(k);
+    const sorted = [...keys].sort();
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i] === sorted[i - 1]) {
+        throw new ValidationError(`${this.name} lock`, [
+          { message: `key ${JSON.stringify(sorted[i])} is listed twice` },
+        ]);
+      }
+    }
+    const mode = options.mode ?? 'exclusive';
+    const action = options.action ?? 'default';
+    const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    if (!(Number.isFinite(leaseMs) && leaseMs > 0)) {
+      throw new ValidationError(`${this.name} lock`, [
+        { message: `leaseMs must be a positive number, got ${leaseMs}` },
+      ]);
+    }
+    const lease = await this.#backend.acquire({
+      model: this.name,
+      keys: sorted,
+      action,
+      mode,
+      leaseMs,
+      renew: options.renew ?? true,
+      timeoutMs: options.timeoutMs,
+      signal: options.signal,
+      nowait: options.nowait ?? false,
+      skipLocked: options.skipLocked ?? false,
+    });
+    if (!lease) return undefined;
+    let settled = false;
+    try {
+      const snaps = keys.map((k) => {
+        const d = lease.docs[sorted.indexOf(k)];
+        if (!d) throw new NotFoundError(this.name, k);
+        return d;
+      });
+      const drafts = snaps.map((s) => cloneJson(s.data) as unknown as T);
+      const result = await (many
+        ? (fn as (d: T[]) => R | Promise<R>)(drafts)
+        : (fn as (d: T) => R | Promise<R>)(drafts[0] as T));
+      const writes: PatchWrite[] = [];
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i] as string;
+        const snap = snaps[i] as StoredDoc;
+        const parsed = await parseDoc(this.#schema, this.#what(key), drafts[i]);
+        const ops = diffFields(snap.data, parsed);
+        if (ops.length === 0) continue;
+        if (mode === 'shared') {
+          throw new ValidationError(this.#what(key), [
+            {
+              message:
+                'a shared lock cannot write; lock with mode "exclusive" to change the document',
+            },
+          ]);
+        }
+        writes.push({
+          kind: 'patch',
+          model: this.name,
+          key,
+          ops,
+          fieldsUnchangedSince: snap.version,
+        });
+      }
+      if (writes.length === 0) return result;
+      settled = true;
+      const r = await lease.commit(writes);
+      if (!r.applied) {
+        if (r.reason === 'fence') {
+          throw new LeaseLostError(lockName(this.name, keys, action), r.detail);
+        }
+        throw refusalError(r, writes);
+      }
+      return result;
+    } finally {
+      if (!settled) await lease.release();
+    }
+  }
+
+  /**
+   * Optimistic update: reads, runs `fn` on a draft, and writes the changed fields only if the
+   * document's version did not move; otherwise retries (with jittered backoff) up to `retries`
+   * times, then throws ConflictError. `fn` may run several times: keep it free of side effects.
+   *
+   * @example
+   * ```ts
+   * await Account.update('ann', (a) => { a.balance += 5; });
+   * ```
+   */
+  async update<R>(
+    key: string,
+    fn: (draft: T) => R | Promise<R>,
+    options: UpdateOptions = {},
+  ): Promise<R> {
+    checkKey(key);
+    const retries = options.retries ?? DEFAULT_RETRIES;
+    if (!(Number.isInteger(retries) && retries >= 0)) {
+      throw new ValidationError(`${this.name} update`, [
+        { message: `retries must be a non-negative integer, got ${retries}` },
+      ]);
+    }
+    for (let attempt = 0; ; attempt++) {
+      options.signal?.throwIfAborted();
+      const [snap] = await this.#backend.read([{ model: this.name, key }]);
+      if (!snap) throw new NotFoundError(this.name, key);
+      const draft = cloneJson(snap.data) as unknown as T;
+      const result = await fn(draft);
+      const parsed = await parseDoc(this.#schema, this.#what(key), draft);
+      const ops = diffFields(snap.data, parsed);
+      if (ops.length === 0) return result;
+      const writes: PatchWrite[] = [
+        {
+          kind: 'patch',
+          model: this.name,
+          key,
+          ops,
+          expectVersion: snap.version,
+          // Version 1 comes back after a delete and a create: the incarnation tells them apart.
+          ...(snap.incarnation === undefined ? {} : { expectIncarnation: snap.incarnation }),
+        },
+      ];
+      const r = await this.#write(writes);
+      if (r.applied) return result;
+      if (r.reason !== 'version') throw refusalError(r, writes);
+      if (attempt >= retries) {
+        throw new ConflictError(
+          this.#what(key),
+          `still changing under us after ${retries + 1} attempts; raise retries, or use apply() or lock() for a hot document`,
+        );
+      }
+      // Full jitter, growing to a 50 ms cap.
+      await sleep(Math.random() * Math.min(50, 2 ** attempt), options.signal);
+    }
+  }
+
+  /**
+   * Atomic field operations executed by the backend in one step (one round trip), with optional
+   * guards. Guards false → `{ applied: false }` and nothing written. A post-state that fails the
+   * schema is refused with ValidationError.
+   *
+   * @example
+   * ```ts
+   * const r = await Campaign.apply('spring', (c) => c.applicants.append('ann'), {
+   *   when: (c) => [c.applicants.length.lt(100), c.applicants.notContains('ann')],
+   * });
+   * if (!r.applied) console.log('full, or already in');
+   * ```
+   */
+  apply(
+    key: string,
+    build: (ops: OpsBuilder<T>) => unknown,
+    options: ApplyOptions<T> = {},
+  ): Promise<ApplyResult<T>> {
+    // Not `async`: one `then` on the backend's (usually already settled) promise is cheaper than
+    // suspending and resuming an async function; a synchronous throw still becomes a rejection.
+    try {
+      const write = this.#patch(key, build, options.when);
+      const ignoreIfDeleted = options.ignoreIfDeleted;
+      return this.#backend.write([write]).then((r) => this.#applied(r, write, ignoreIfDeleted));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #applied(
+    r: WriteResult,
+    write: PatchWrite,
+    ignoreIfDeleted: boolean | undefined,
+  ): ApplyResult<T> {
+    if (r.applied) {
+      const d = r.docs[0];
+      // The backend's arrays are already the caller's own copies.
+      return { applied: true, doc: d && this.#doc(d), results: (r.results[0] ?? []) as unknown[] };
+    }
+    if (r.reason === 'guard' || (r.reason === 'missing' && ignoreIfDeleted)) {
+      return { applied: false, results: [] };
+    }
+    throw refusalError(r, [write]);
+  }
+
+  /**
+   * One document's part of an atomic multi-document `store.apply([...])`.
+   *
+   * @example
+   * ```ts
+   * await store.apply([
+   *   Account.ops('ann', (a) => a.balance.incr(-10), (a) => a.balance.gte(10)),
+   *   Account.ops('bob', (a) => a.balance.incr(10)),
+   * ]);
+   * ```
+   */
+  ops(
+    key: string,
+    build: (ops: OpsBuilder<T>) => unknown,
+    when?: (guards: GuardBuilder<T>) => GuardsInput,
+  ): OpBatch {
+    return { write: this.#patch(key, build, when) };
+  }
+
+  #patch(
+    key: string,
+    build: (ops: OpsBuilder<T>) => unknown,
+    when: ((guards: GuardBuilder<T>) => GuardsInput) | undefined,
+  ): PatchWrite {
+    checkKey(key);
+    const ops = recordOps(build);
+    if (!when) return { kind: 'patch', model: this.name, key, ops, check: this.#check };
+    const guards = recordGuards(when);
+    return { kind: 'patch', model: this.name, key, ops, guards, check: this.#check };
+  }
+}

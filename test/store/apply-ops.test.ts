@@ -694,9 +694,12 @@ describe('properties', () => {
         const data = JSON.parse(JSON.stringify(generated)) as Record<string, Json>;
         const model = JSON.parse(JSON.stringify(data)) as Record<string, Json>;
         // JSON.parse keeps "__proto__" as an own key, as the implementation does.
+        // The model sees the ops as they would cross a wire: JSON has no -0, so a value of -0
+        // arrives as 0. applyOps gets the raw ops and must store and return 0 there too.
+        const wireOps = JSON.parse(JSON.stringify(ops)) as typeof ops;
         const results: Json[] = [];
         let modelOk = true;
-        for (const op of ops) {
+        for (const op of wireOps) {
           const r = modelOp(model, op);
           if (!r.ok) {
             modelOk = false;

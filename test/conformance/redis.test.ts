@@ -1,42 +1,7 @@
 /**
- * Runs the conformance suite on the Redis backend against a real Redis (REDIS_URL, default
- * redis://127.0.0.1:6379). Each `open()` is a new backend with its own connections on the same
- * key prefix (another "process"); cleanup deletes every key under the run's prefix.
- *
- * Deadlock detection: Redis cannot see a cycle of nested `lock()` calls (the outer lease sits idle
- * while its inner lock waits in JavaScript). Within one process the backend tracks every lease in
- * the same wait-for graph as the in-process LockTable (it declares `tracksTasks`), so those cycles
- * end in DeadlockError at once; cycles through other processes end at `timeoutMs`.
+ * The conformance suite on Redis with the default script mode (a function library called with
+ * FCALL on Redis 7+). redis-eval.test.ts runs it again with EVALSHA.
  */
-import { Redis } from 'ioredis';
-import { redis } from '../../src/backends/redis/index.js';
-import type { Backend } from './api.js';
-import { conformance } from './suite.js';
+import { redisConformance } from './redis-runner.js';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-conformance('redis', async () => {
-  const prefix = `lsconf:${process.pid}:${Date.now().toString(36)}`;
-  const opened: Backend[] = [];
-  return {
-    open: async () => {
-      const b = redis({ url, prefix });
-      opened.push(b);
-      return b;
-    },
-    cleanup: async () => {
-      const admin = new Redis(url);
-      try {
-        let cursor = '0';
-        do {
-          const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-          cursor = next;
-          if (keys.length > 0) await admin.del(...keys);
-        } while (cursor !== '0');
-      } finally {
-        await admin.quit();
-      }
-    },
-    capabilities: { deadlockDetection: true },
-  };
-});
+redisConformance('redis', {});

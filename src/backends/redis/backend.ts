@@ -20,7 +20,7 @@ import { GroupCommit } from './group.js';
 import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
 import { RedisLease } from './lease.js';
-import { runScript, type ScriptName } from './scripts.js';
+import { runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { Wakeups } from './wakeups.js';
 import { nextId, toDoc, type WireDoc } from './wire.js';
 import { WritePath } from './writes.js';
@@ -48,6 +48,7 @@ export class RedisBackend implements Backend {
   readonly tracksTasks: boolean;
   readonly #client: Redis | Cluster;
   readonly #owned: boolean;
+  readonly #scripts: ScriptMode | 'auto';
   readonly #layout: KeyLayout;
   readonly #cluster: boolean;
   readonly #instance = randomBytes(6).toString('base64url');
@@ -71,6 +72,13 @@ export class RedisBackend implements Backend {
       throw new ValidationError('redis detectDeadlocks', [{ message: 'give true or false' }]);
     }
     this.tracksTasks = detectDeadlocks;
+    const scripts = options.scripts ?? 'auto';
+    if (scripts !== 'auto' && scripts !== 'functions' && scripts !== 'eval') {
+      throw new ValidationError('redis scripts', [
+        { message: "give 'auto', 'functions' or 'eval'" },
+      ]);
+    }
+    this.#scripts = scripts;
     this.#layout = new KeyLayout(prefix, options.hashTag);
     const { client, owned } = openClient(options);
     this.#client = client;
@@ -108,7 +116,7 @@ export class RedisBackend implements Backend {
     writes: boolean,
   ): Promise<unknown> {
     try {
-      return await runScript(this.#client, name, keys, args);
+      return await runScript(this.#client, name, keys, args, this.#scripts);
     } catch (err) {
       throw toBackendError(`${name} script`, err, writes);
     }

@@ -1,7 +1,17 @@
 /**
  * Loads the Lua scripts (kept as .lua files next to this module; the build copies them into
- * dist) and runs them by EVALSHA, falling back to EVAL (which also caches the script on the
- * server) when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+ * dist) and runs them on the server.
+ *
+ * Two ways to run them, chosen per client:
+ * - `functions` (the default on Redis 7+ and Valkey): lib.lua and every entry script are loaded
+ *   once as one function library named after the hash of its source (`lockstep_<hash>`), and each
+ *   call is an FCALL. The library's functions are defined once at load, not on every call, which
+ *   saves ~9 us of server CPU per call against EVALSHA. A server that lost the library (restart
+ *   without persistence, FUNCTION FLUSH) answers "Function not found" and the library is loaded
+ *   again. Libraries of other Lockstep versions are left alone (they are a few tens of kilobytes).
+ * - `eval`: each entry script is sent as lib.lua + the entry and run by EVALSHA, falling back to
+ *   EVAL (which also caches it) on NOSCRIPT. Used when asked for, and when the server refuses
+ *   FUNCTION LOAD (Redis 6, or an ACL that does not allow it).
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -18,6 +28,9 @@ export type ScriptName =
   | 'renew'
   | 'commit';
 
+/** How scripts run on a server: one function library and FCALL, or EVALSHA. */
+export type ScriptMode = 'functions' | 'eval';
+
 const NAMES: readonly ScriptName[] = [
   'write',
   'writes',
@@ -30,27 +43,126 @@ const NAMES: readonly ScriptName[] = [
 ];
 
 interface Loaded {
+  /** EVAL form: lib.lua, bind_globals(), the entry. */
   readonly source: string;
   readonly sha: string;
+  /** FCALL name in the function library. */
+  readonly fn: string;
 }
 
-let loaded: Map<ScriptName, Loaded> | undefined;
+interface Scripts {
+  readonly entries: Map<ScriptName, Loaded>;
+  /** The function library's name and source (FUNCTION LOAD). */
+  readonly library: string;
+  readonly librarySource: string;
+}
 
-function load(): Map<ScriptName, Loaded> {
+let loaded: Scripts | undefined;
+
+function load(): Scripts {
   if (loaded) return loaded;
   const read = (n: string) => readFileSync(new URL(`./scripts/${n}.lua`, import.meta.url), 'utf8');
   const lib = read('lib');
-  const m = new Map<ScriptName, Loaded>();
-  for (const n of NAMES) {
-    const source = `${lib}\n-- entry: ${n}\n${read(n)}`;
-    m.set(n, { source, sha: createHash('sha1').update(source).digest('hex') });
+  const bodies = NAMES.map((n) => [n, read(n)] as const);
+  const hash = createHash('sha1');
+  hash.update(lib);
+  for (const [n, body] of bodies) hash.update(`\0${n}\0${body}`);
+  const library = `lockstep_${hash.digest('hex').slice(0, 16)}`;
+  const entries = new Map<ScriptName, Loaded>();
+  const registrations: string[] = [];
+  for (const [n, body] of bodies) {
+    const source = `${lib}\nbind_globals()\n-- entry: ${n}\n${body}`;
+    const fn = `${library}_${n}`;
+    entries.set(n, { source, sha: createHash('sha1').update(source).digest('hex'), fn });
+    registrations.push(
+      `redis.register_function('${fn}', function(KEYS, ARGV)\n` +
+        `if not sfind then bind_globals() end\n-- entry: ${n}\n${body}\nend)`,
+    );
   }
-  loaded = m;
-  return m;
+  const librarySource = `#!lua name=${library}\n${lib}\n${registrations.join('\n')}\n`;
+  loaded = { entries, library, librarySource };
+  return loaded;
+}
+
+/** Per client: how its server runs our scripts, once known (or being found out). */
+const modes = new WeakMap<Redis | Cluster, ScriptMode | Promise<ScriptMode>>();
+
+const isError = (err: unknown, prefix: string): boolean =>
+  err instanceof Error && err.message.startsWith(prefix);
+
+/** Loads the function library on the server(s) behind `client`; resolves to the mode to use. */
+async function loadLibrary(client: Redis | Cluster): Promise<ScriptMode> {
+  const s = load();
+  const targets: Array<Redis> =
+    'nodes' in client && typeof client.nodes === 'function'
+      ? (client as Cluster).nodes('master')
+      : [client as Redis];
+  try {
+    for (const node of targets) {
+      try {
+        await node.call('FUNCTION', 'LOAD', s.librarySource);
+      } catch (err) {
+        if (!(err instanceof Error && /already exists/i.test(err.message))) throw err;
+      }
+    }
+    return 'functions';
+  } catch (err) {
+    // Not a Redis 7 server, or an ACL without FUNCTION: EVALSHA still works.
+    if (
+      err instanceof Error &&
+      /unknown command|NOPERM|no permissions|not allowed|unknown subcommand/i.test(err.message)
+    ) {
+      return 'eval';
+    }
+    throw err;
+  }
+}
+
+function modeOf(
+  client: Redis | Cluster,
+  wanted: ScriptMode | 'auto',
+): ScriptMode | Promise<ScriptMode> {
+  if (wanted === 'eval') return 'eval';
+  const known = modes.get(client);
+  if (known !== undefined) return known;
+  const p = loadLibrary(client).then(
+    (m) => {
+      if (wanted === 'functions' && m === 'eval') {
+        modes.delete(client);
+        throw new Error(
+          'this Redis server refuses FUNCTION LOAD (Redis 7+ and the FUNCTION permission are needed for scripts: "functions")',
+        );
+      }
+      modes.set(client, m);
+      return m;
+    },
+    (err: unknown) => {
+      modes.delete(client);
+      throw err;
+    },
+  );
+  modes.set(client, p);
+  return p;
+}
+
+async function evalScript(
+  client: Redis | Cluster,
+  s: Loaded,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+): Promise<unknown> {
+  try {
+    return await client.evalsha(s.sha, keys.length, ...keys, ...args);
+  } catch (err) {
+    if (isError(err, 'NOSCRIPT')) return client.eval(s.source, keys.length, ...keys, ...args);
+    throw err;
+  }
 }
 
 /**
  * Runs a named script on `client` with `keys` and `args`; returns the script's reply.
+ * `mode` picks FCALL of the function library (`functions`), EVALSHA (`eval`), or the first that
+ * the server accepts (`auto`, the default).
  *
  * @example
  * ```ts
@@ -62,14 +174,20 @@ export async function runScript(
   name: ScriptName,
   keys: readonly string[],
   args: readonly (string | number)[],
+  mode: ScriptMode | 'auto' = 'auto',
 ): Promise<unknown> {
-  const s = load().get(name) as Loaded;
+  const s = load().entries.get(name) as Loaded;
+  let m = modeOf(client, mode);
+  if (typeof m !== 'string') m = await m;
+  if (m === 'eval') return evalScript(client, s, keys, args);
   try {
-    return await client.evalsha(s.sha, keys.length, ...keys, ...args);
+    return await client.fcall(s.fn, keys.length, ...keys, ...args);
   } catch (err) {
-    if (err instanceof Error && err.message.startsWith('NOSCRIPT')) {
-      return client.eval(s.source, keys.length, ...keys, ...args);
-    }
-    throw err;
+    // The server lost the library (restart without persistence, FUNCTION FLUSH): load it again.
+    if (!isError(err, 'ERR Function not found')) throw err;
+    modes.delete(client);
+    m = await modeOf(client, mode);
+    if (m === 'eval') return evalScript(client, s, keys, args);
+    return client.fcall(s.fn, keys.length, ...keys, ...args);
   }
 }

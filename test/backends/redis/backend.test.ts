@@ -2,7 +2,7 @@
  * Redis backend specifics, against a real Redis (REDIS_URL): the Lua engine agrees with the
  * reference ops/guards (src/store/apply-ops.ts) on random inputs, numbers round-trip exactly,
  * keys with any characters never collide, waiters are served FIFO and leave no trace when they
- * give up, scripts reload after SCRIPT FLUSH, Cluster slot refusal, and a client we did not open
+ * give up, scripts reload after SCRIPT FLUSH and FUNCTION DELETE, Cluster slot refusal, and a client we did not open
  * is never closed.
  */
 import fc from 'fast-check';
@@ -446,11 +446,62 @@ describe('leases', () => {
 });
 
 describe('scripts and clients', () => {
-  it('scripts reload after SCRIPT FLUSH (NOSCRIPT)', async () => {
+  it("scripts: 'eval' reloads after SCRIPT FLUSH (NOSCRIPT) and needs no function library", async () => {
+    const viaEval = redis({ url, prefix, scripts: 'eval' });
+    try {
+      const m = model();
+      await admin.script('FLUSH');
+      const r = await viaEval.write([{ kind: 'create', model: m, key: 'k', data: { n: 1 } }]);
+      expect(r.applied).toBe(true);
+      const l = await viaEval.acquire(lease(m, ['k']));
+      expect(l?.docs[0]?.data).toEqual({ n: 1 });
+      const c = await l?.commit([
+        { kind: 'patch', model: m, key: 'k', ops: [{ op: 'incr', field: 'n', by: 1 }] },
+      ]);
+      expect(c?.applied).toBe(true);
+      expect((await b.read([{ model: m, key: 'k' }]))[0]?.data).toEqual({ n: 2 });
+    } finally {
+      await viaEval.close();
+    }
+  });
+
+  it('the function library is loaded again after FUNCTION DELETE', async () => {
     const m = model();
-    await admin.script('FLUSH');
-    const r = await b.write([{ kind: 'create', model: m, key: 'k', data: { n: 1 } }]);
+    await b.write([{ kind: 'create', model: m, key: 'k', data: { n: 1 } }]);
+    const libraries = async (): Promise<string[]> => {
+      const list = (await admin.call(
+        'FUNCTION',
+        'LIST',
+        'LIBRARYNAME',
+        'lockstep_*',
+      )) as unknown[][];
+      return list.map((entry) => String(entry[1]));
+    };
+    const before = await libraries();
+    expect(before.length).toBeGreaterThan(0);
+    // Other test files run beside this one on the same server: deleting the library under them
+    // is exactly the situation the reload is for.
+    for (const name of before) await admin.call('FUNCTION', 'DELETE', name).catch(() => {});
+    const r = await b.write([
+      { kind: 'patch', model: m, key: 'k', ops: [{ op: 'incr', field: 'n', by: 1 }] },
+    ]);
     expect(r.applied).toBe(true);
+    expect((await b.read([{ model: m, key: 'k' }]))[0]?.data).toEqual({ n: 2 });
+    expect((await libraries()).length).toBeGreaterThan(0);
+  });
+
+  it("scripts: 'functions' uses FCALL, and a bad scripts option is refused", async () => {
+    const viaFunctions = redis({ url, prefix, scripts: 'functions' });
+    try {
+      const m = model();
+      await admin.config('RESETSTAT');
+      await viaFunctions.write([{ kind: 'create', model: m, key: 'k', data: { n: 1 } }]);
+      const stats = await admin.info('commandstats');
+      expect(stats).toMatch(/cmdstat_fcall:calls=[1-9]/);
+    } finally {
+      await viaFunctions.close();
+    }
+    expect(() => redis({ url, prefix, scripts: 'lua' as 'eval' })).toThrow(ValidationError);
   });
 
   it('never closes a client it did not open', async () => {

@@ -12,9 +12,14 @@
 -- parser, which keeps [] apart from {} and object key order, and re-encoded with the shortest of
 -- %.15g/%.16g/%.17g that round-trips, so numbers come back exactly as JavaScript computed them.
 
-local sfind, ssub, sbyte, schar, sformat, sgsub = string.find, string.sub, string.byte, string.char,
-  string.format, string.gsub
-local tconcat, floor, ceil = table.concat, math.floor, math.ceil
+-- Standard functions, bound by bind_globals() before an entry runs: a function library (FUNCTION
+-- LOAD) is loaded with no globals in reach, and its upvalues then live on between calls.
+local sfind, ssub, sbyte, schar, sformat, sgsub, tconcat, floor, ceil
+local function bind_globals()
+  sfind, ssub, sbyte, schar, sformat, sgsub = string.find, string.sub, string.byte, string.char,
+    string.format, string.gsub
+  tconcat, floor, ceil = table.concat, math.floor, math.ceil
+end
 
 local NULL = {}
 local ABSENT = {}

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 const seed = process.env.FC_SEED;
 if (seed !== undefined && seed !== '') {
   const n = Number(seed);
-  if (!Number.isSafeInteger(n)) throw new Error(`FC_SEED must be an integer, got ${JSON.stringify(seed)}`);
+  if (!Number.isSafeInteger(n))
+    throw new Error(`FC_SEED must be an integer, got ${JSON.stringify(seed)}`);
   fc.configureGlobal({ ...fc.readConfigureGlobal(), seed: n | 0 });
 }

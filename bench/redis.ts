@@ -24,6 +24,7 @@ import { Redlock } from '@sesamecare-oss/redlock';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { redis } from '../src/backends/redis/index.js';
+import { KeyLayout } from '../src/backends/redis/keys.js';
 import { createStore } from '../src/index.js';
 import { type Measure, measure as measureLoad, percentile } from './measure.js';
 
@@ -182,7 +183,13 @@ export default async function main(): Promise<void> {
     await store.close();
     let cursor = '0';
     do {
-      const [next, keys] = await raw.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      const [next, keys] = await raw.scan(
+        cursor,
+        'MATCH',
+        new KeyLayout(prefix).pattern,
+        'COUNT',
+        1000,
+      );
       cursor = next;
       if (keys.length > 0) await raw.del(...keys);
     } while (cursor !== '0');

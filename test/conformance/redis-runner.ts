@@ -10,6 +10,7 @@
  */
 import { Redis } from 'ioredis';
 import { type RedisBackendOptions, redis } from '../../src/backends/redis/index.js';
+import { KeyLayout } from '../../src/backends/redis/keys.js';
 import type { Backend } from './api.js';
 import { conformance } from './suite.js';
 
@@ -31,7 +32,13 @@ export function redisConformance(name: string, options: RedisBackendOptions): vo
         try {
           let cursor = '0';
           do {
-            const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+            const [next, keys] = await admin.scan(
+              cursor,
+              'MATCH',
+              new KeyLayout(prefix).pattern,
+              'COUNT',
+              1000,
+            );
             cursor = next;
             if (keys.length > 0) await admin.del(...keys);
           } while (cursor !== '0');

@@ -21,8 +21,8 @@ import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
 import { RedisLease } from './lease.js';
 import { runScript, type ScriptMode, type ScriptName } from './scripts.js';
-import { Wakeups } from './wakeups.js';
-import { nextId, toDoc, type WireDoc } from './wire.js';
+import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
+import { nextId, type Reply, toDoc, type WireDoc } from './wire.js';
 import { WritePath } from './writes.js';
 
 /** A queued waiter's entry lives this long unless refreshed (a dead waiter never blocks longer). */
@@ -55,6 +55,8 @@ export class RedisBackend implements Backend {
   readonly #writes: WritePath;
   readonly #group: GroupCommit;
   readonly #wakeups: Wakeups;
+  /** This backend's wake-up channel (pub/sub). */
+  readonly #channel: string;
   readonly #leases = new Set<RedisLease>();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Promise<void>>();
@@ -95,7 +97,8 @@ export class RedisBackend implements Backend {
       (name, keys, args) => this.#script(name, keys, args, true),
       this.#cluster,
     );
-    this.#wakeups = new Wakeups(this.#client, this.#layout.channel(this.#instance));
+    this.#channel = this.#layout.channel(this.#instance);
+    this.#wakeups = new Wakeups(this.#client, this.#channel);
   }
 
   /** @internal the key layout (tests use it to clean up by prefix). */
@@ -245,19 +248,19 @@ export class RedisBackend implements Backend {
 
     await this.#wakeups.subscribe();
     const wid = nextId(this.#instance, 'w');
-    const channel = this.#layout.channel(this.#instance);
+    const channel = this.#channel;
     const started = performance.now();
     let woken = false;
-    let granted: { ok: 1; fences: number[]; docs: Array<WireDoc | null> } | undefined;
+    let granted: Grant | undefined;
     let notify: (() => void) | undefined;
     const state: { cancelled?: { error: unknown } } = {};
     const stop = (): void => {
       // A function call, so TypeScript does not narrow `state.cancelled` across awaits.
       if (state.cancelled) throw state.cancelled.error;
     };
-    const wake = (payload?: string) => {
-      // A release handed the lease to us directly: the message carries the fence and snapshot.
-      if (payload) granted ??= JSON.parse(payload) as typeof granted;
+    const wake = (grant?: Grant) => {
+      // A release handed the lease to us directly: the wake-up carries the fence and snapshot.
+      if (grant) granted ??= grant;
       woken = true;
       notify?.();
     };
@@ -348,17 +351,36 @@ export class RedisBackend implements Backend {
       }
     }
     return this.#writes
-      .runBatch(plan, async (keys, env) =>
-        JSON.parse(
+      .runBatch(plan, async (keys, env) => {
+        const reply = JSON.parse(
           (await this.#script(
             'commit',
             [...keys5, ...keys],
-            [owner, keys5.length / 5, JSON.stringify(env)],
+            [owner, keys5.length / 5, JSON.stringify(env), this.#channel],
             true,
           )) as string,
-        ),
-      )
+        ) as Reply & { grants?: LocalWakeups };
+        await this.#handOver(reply.grants);
+        delete reply.grants;
+        return reply;
+      })
       .finally(() => this.#leases.delete(lease));
+  }
+
+  /** @internal used by leases: releases without a commit; hands the keys to the next waiters. */
+  async _release(keys5: string[], owner: string): Promise<void> {
+    const raw = await this.#script('release', keys5, [owner, this.#channel], true);
+    await this.#handOver(JSON.parse(raw as string) as LocalWakeups);
+  }
+
+  /**
+   * Starts the waiters of this process that a commit or release just served, BEFORE the caller
+   * of that commit or release resumes: the next holder's `fn` and commit go out first, and the
+   * previous holder continues one event-loop turn later. The next hand-off is on the critical
+   * path of every queued waiter; the previous holder's continuation is not.
+   */
+  async #handOver(wakeups: LocalWakeups | undefined): Promise<void> {
+    if (this.#wakeups.dispatch(wakeups)) await new Promise<void>((r) => setImmediate(r));
   }
 
   /** @internal */

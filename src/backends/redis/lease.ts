@@ -13,6 +13,7 @@ import type { ScriptName } from './scripts.js';
 /** What a lease needs from its backend. */
 export interface LeaseHost {
   _script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown>;
+  _release(keys5: string[], owner: string): Promise<void>;
   _commit(
     lease: RedisLease,
     owner: string,
@@ -173,7 +174,7 @@ export class RedisLease implements Lease {
       return r;
     } catch (err) {
       // Outcome unknown or bad input: make sure the lease does not linger until it expires.
-      void this.#backend._script('release', this.#keys5, [this.#owner]).catch(() => {});
+      void this.#backend._release(this.#keys5, this.#owner).catch(() => {});
       throw err;
     }
   }
@@ -186,7 +187,7 @@ export class RedisLease implements Lease {
     if (!first && this.#released) return;
     this.#released = true;
     try {
-      await this.#backend._script('release', this.#keys5, [this.#owner]);
+      await this.#backend._release(this.#keys5, this.#owner);
     } catch {
       // Never hide the caller's own error: the lease expires on its own after leaseMs.
     } finally {

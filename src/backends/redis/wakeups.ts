@@ -1,11 +1,23 @@
 /**
  * Waiter wake-ups: one pub/sub connection per backend, on the backend's own channel. A release
  * or commit script publishes "<waiter id>" (wake up and try again) or "<waiter id> <grant>" (the
- * lease was handed to you: fence and snapshot). After a reconnect every waiter re-checks, since
- * messages published meanwhile are lost.
+ * lease was handed to you: fence and snapshot). Wake-ups for waiters of the process that ran the
+ * release or commit come back in that script's reply instead ({@link Wakeups.dispatch}). After a
+ * reconnect every waiter re-checks, since messages published meanwhile are lost.
  */
 import type { Cluster, Redis } from 'ioredis';
 import { toBackendError } from './client.js';
+import type { WireDoc } from './wire.js';
+
+/** A lease handed to a waiter by a release: its fences and the documents as of the hand-off. */
+export interface Grant {
+  ok: 1;
+  fences: number[];
+  docs: Array<WireDoc | null>;
+}
+
+/** Wake-ups returned in a script's reply: [waiter id, grant or null (wake up, try again)]. */
+export type LocalWakeups = Array<[string, Grant | null]>;
 
 /**
  * The wake-up channel of one backend.
@@ -18,8 +30,8 @@ import { toBackendError } from './client.js';
  * ```
  */
 export class Wakeups {
-  /** Waiter id -> wake-up callback (the payload is a grant, when the lease was handed over). */
-  readonly waiters = new Map<string, (payload?: string) => void>();
+  /** Waiter id -> wake-up callback (with the grant, when the lease was handed over). */
+  readonly waiters = new Map<string, (grant?: Grant) => void>();
   #sub: Redis | Cluster | undefined;
   #subReady: Promise<void> | undefined;
   readonly #client: Redis | Cluster;
@@ -41,7 +53,8 @@ export class Wakeups {
       sub.on('message', (_channel: string, msg: string) => {
         const space = msg.indexOf(' ');
         const wid = space < 0 ? msg : msg.slice(0, space);
-        this.waiters.get(wid)?.(space < 0 ? undefined : msg.slice(space + 1));
+        const waiter = this.waiters.get(wid);
+        if (waiter) waiter(space < 0 ? undefined : (JSON.parse(msg.slice(space + 1)) as Grant));
       });
       // Wake-ups published while we were disconnected are lost: re-check every waiter.
       sub.on('ready', () => {
@@ -57,6 +70,23 @@ export class Wakeups {
       }
     })();
     return this.#subReady;
+  }
+
+  /**
+   * Delivers wake-ups that came back in a script's reply; returns whether any waiter of ours was
+   * woken. A waiter that is gone meanwhile left its queue (or will, with `leave`), which also
+   * gives back a lease handed to it.
+   */
+  dispatch(wakeups: LocalWakeups | undefined): boolean {
+    if (!wakeups) return false;
+    let woke = false;
+    for (const [wid, grant] of wakeups) {
+      const waiter = this.waiters.get(wid);
+      if (!waiter) continue;
+      waiter(grant ?? undefined);
+      woke = true;
+    }
+    return woke;
   }
 
   /** Closes the pub/sub connection (if it was opened). */

@@ -39,7 +39,13 @@ afterAll(async () => {
   await b.close();
   let cursor = '0';
   do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    const [next, keys] = await admin.scan(
+      cursor,
+      'MATCH',
+      new KeyLayout(prefix).pattern,
+      'COUNT',
+      1000,
+    );
     cursor = next;
     if (keys.length > 0) await admin.del(...keys);
   } while (cursor !== '0');
@@ -404,6 +410,56 @@ describe('leases', () => {
     await Promise.all(waiters);
     expect(order).toEqual([0, 1, 2, 3, 4, 5]);
     await Promise.all(others.map((o) => o.close()));
+  });
+
+  it('hands over to waiters of the same process in the commit reply, to others by pub/sub', async () => {
+    // Every backend publishes its wake-ups on `<prefix>:wake:<instance>`: watch them all.
+    const own = `lshand:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+    const watcher = new Redis(url);
+    const messages: string[] = [];
+    watcher.on('pmessage', (_p: string, channel: string) => messages.push(channel));
+    await watcher.psubscribe(new KeyLayout(own).channel('*'));
+    const one = redis({ url, prefix: own });
+    const two = redis({ url, prefix: own });
+    try {
+      const m = model();
+      await one.write([{ kind: 'create', model: m, key: 'k', data: { n: 0 } }]);
+      const bump = async (backend: Backend, times: number) => {
+        for (let i = 0; i < times; i++) {
+          const l = await backend.acquire(lease(m, ['k']));
+          const r = await l?.commit([
+            { kind: 'patch', model: m, key: 'k', ops: [{ op: 'incr', field: 'n', by: 1 }] },
+          ]);
+          expect(r?.applied).toBe(true);
+        }
+      };
+      // One process, 4 tasks, 100 hand-offs: none goes through pub/sub.
+      await Promise.all([0, 1, 2, 3].map(() => bump(one, 25)));
+      expect((await one.read([{ model: m, key: 'k' }]))[0]?.data).toEqual({ n: 100 });
+      await watcher.ping();
+      expect(messages).toEqual([]);
+      // Two processes: hand-offs between them are published; every increment still counts once.
+      await Promise.all([0, 1, 2, 3].map((i) => bump(i % 2 === 0 ? one : two, 25)));
+      expect((await one.read([{ model: m, key: 'k' }]))[0]?.data).toEqual({ n: 200 });
+      await watcher.ping();
+      expect(messages.length).toBeGreaterThan(0);
+    } finally {
+      await one.close();
+      await two.close();
+      await watcher.quit();
+      let cursor = '0';
+      do {
+        const [next, keys] = await admin.scan(
+          cursor,
+          'MATCH',
+          new KeyLayout(own).pattern,
+          'COUNT',
+          1000,
+        );
+        cursor = next;
+        if (keys.length > 0) await admin.del(...keys);
+      } while (cursor !== '0');
+    }
   });
 
   it('an aborted or timed-out waiter leaves nothing queued and wakes the next one', async () => {

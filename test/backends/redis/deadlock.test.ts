@@ -40,7 +40,7 @@ beforeAll(() => {
 afterAll(async () => {
   await b0.close();
   await b1.close();
-  for (const k of await keysMatching(`${prefix}*`)) await admin.del(k);
+  for (const k of await keysMatching(new KeyLayout(prefix).pattern)) await admin.del(k);
   await admin.quit();
 });
 
@@ -57,7 +57,7 @@ async function keysMatching(pattern: string): Promise<string[]> {
 
 /** Every lease and waiter key left under the prefix (queues, queue entries, leases). */
 async function leftovers(): Promise<string[]> {
-  const keys = await keysMatching(`${prefix}*`);
+  const keys = await keysMatching(new KeyLayout(prefix).pattern);
   return keys.filter((k) => /:(q|qa|l):[^:]*$/.test(k));
 }
 

@@ -13,6 +13,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redis } from '../../../src/backends/redis/index.js';
+import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import { BackendError, createStore, LockstepError } from '../../../src/index.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -36,7 +37,13 @@ afterAll(async () => {
   await admin.client('UNPAUSE').catch(() => {});
   let cursor = '0';
   do {
-    const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    const [next, keys] = await admin.scan(
+      cursor,
+      'MATCH',
+      new KeyLayout(prefix).pattern,
+      'COUNT',
+      1000,
+    );
     cursor = next;
     if (keys.length > 0) await admin.del(...keys);
   } while (cursor !== '0');

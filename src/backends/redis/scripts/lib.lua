@@ -811,34 +811,50 @@ local function live_head(Q, QA, now)
 end
 
 -- Serves the head of the queue now that the lease may be free: a single-key waiter is GRANTED
--- the lease here (hand-off without a round trip: the wake-up message carries its fence and the
--- document as of now); a multi-key waiter is only woken, to try all its keys at once.
-local function serve(w, L, Q, QA, B, F, now)
+-- the lease here (hand-off without a round trip: the wake-up carries its fence and the document
+-- as of now); a multi-key waiter is only woken, to try all its keys at once. A wake-up for the
+-- caller's own process (loc.ch is its channel) goes into loc, for the script's reply, instead of
+-- pub/sub: that process reads it with the reply it is waiting for anyway, and can start the next
+-- holder before it resumes the one that just committed.
+local function serve(w, L, Q, QA, B, F, now, loc)
+  local payload = 'null'
+  local granted = false
   if w.n == 1 then
     redis.call('LREM', Q, 1, w.id)
     redis.call('HDEL', QA, w.id)
     local fence = grant(L, w.owner, w.mode, w.lease, now, F)
-    redis.call('PUBLISH', w.ch, w.id .. ' {"ok":1,"fences":[' .. fence .. '],"docs":[' .. doc_json(B) .. ']}')
-    return true
+    payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. doc_json(B) .. ']}'
+    granted = true
   end
-  redis.call('PUBLISH', w.ch, w.id)
-  return false
+  if loc and w.ch == loc.ch then
+    loc[#loc + 1] = '["' .. w.id .. '",' .. payload .. ']'
+  elseif granted then
+    redis.call('PUBLISH', w.ch, w.id .. ' ' .. payload)
+  else
+    redis.call('PUBLISH', w.ch, w.id)
+  end
+  return granted
 end
 
-local function wake(L, Q, QA, B, F, now)
+local function wake(L, Q, QA, B, F, now, loc)
   local count, mode = purge_lease(L, now)
   if count > 0 and mode == 'exclusive' then return end
   local head = live_head(Q, QA, now)
   if not head then return end
   if head.mode == 'exclusive' then
-    if count == 0 then serve(head, L, Q, QA, B, F, now) end
+    if count == 0 then serve(head, L, Q, QA, B, F, now, loc) end
     return
   end
   -- A run of shared waiters: serve all of them (rare path, scans the queue).
   for _, w in ipairs(live_queue(Q, QA, now)) do
     if w.mode == 'exclusive' then return end
-    serve(w, L, Q, QA, B, F, now)
+    serve(w, L, Q, QA, B, F, now, loc)
   end
+end
+
+-- The wake-ups collected in loc, as a JSON array of [waiter id, grant or null].
+local function local_wakeups(loc)
+  return '[' .. tconcat(loc, ',') .. ']'
 end
 
 -- Could waiter `wid` (or a newcomer, when wid is absent from the queue) take `mode` now?
@@ -874,9 +890,9 @@ local function grantable(L, Q, QA, wid, mode, now)
   return ok, retry
 end
 
-local function release_owner(L, Q, QA, B, F, owner, now)
+local function release_owner(L, Q, QA, B, F, owner, now, loc)
   redis.call('HDEL', L, 'o:' .. owner, 'f:' .. owner)
-  wake(L, Q, QA, B, F, now)
+  wake(L, Q, QA, B, F, now, loc)
 end
 
 -- Does `owner` still hold L (present and unexpired)?

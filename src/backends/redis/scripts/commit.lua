@@ -23,7 +23,12 @@ for i = 0, n - 1 do
 end
 local env = cjson.decode(ARGV[3])
 local base = 5 * n
-local reply = run_batch(env, function(d) return KEYS[base + d] end)
+local reply, applied, byKey = run_batch(env, function(d) return KEYS[base + d] end)
 if sfind(reply, '^{"ok":0,"stale"') then return reply end
+if applied then
+  -- The hand-off below sends the committed documents without reading them back.
+  loc.docs = {}
+  for d, j in pairs(byKey) do loc.docs[KEYS[base + d]] = j end
+end
 release_all()
 return with_grants(reply)

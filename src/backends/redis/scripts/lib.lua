@@ -628,7 +628,7 @@ local function group_json(g, B)
 end
 
 -- Runs a batch. keyof(d) -> B for document index d (1-based). Returns
--- (reply JSON, applied boolean). With a group g (writes.lua), documents come from and go back
+-- (reply JSON, applied boolean, and when applied: document index -> its JSON as committed). With a group g (writes.lua), documents come from and go back
 -- to the group's in-memory state instead of Redis; the caller runs group_store at the end.
 local function run_batch(env, keyof, g)
   local docs, order = {}, {}
@@ -725,9 +725,17 @@ local function run_batch(env, keyof, g)
   for _, d in ipairs(order) do
     if g then group_fold(g, docs[d], env.t) else flush(docs[d], env.t) end
   end
-  local dj = {}
-  for idx, w in ipairs(env.w) do dj[idx] = state_json(docs[w.d], env.t) end
-  return '{"ok":1,"docs":[' .. tconcat(dj, ',') .. '],"results":[' .. tconcat(results, ',') .. ']}', true
+  local dj, byKey = {}, {}
+  for idx, w in ipairs(env.w) do
+    local j = byKey[w.d]
+    if not j then
+      j = state_json(docs[w.d], env.t)
+      byKey[w.d] = j
+    end
+    dj[idx] = j
+  end
+  return '{"ok":1,"docs":[' .. tconcat(dj, ',') .. '],"results":[' .. tconcat(results, ',') .. ']}',
+    true, byKey
 end
 
 -- ------------------------------------------------------------------------------------ leases
@@ -814,7 +822,7 @@ end
 -- the lease here (hand-off without a round trip: the wake-up carries its fence and the document
 -- as of now); a multi-key waiter is only woken, to try all its keys at once. A wake-up for the
 -- caller's own process (loc.ch is its channel) goes into loc, for the script's reply, instead of
--- pub/sub: that process reads it with the reply it is waiting for anyway, and can start the next
+-- pub/sub (loc.docs: B -> the document's JSON as the caller's batch just committed it, if known): that process reads it with the reply it is waiting for anyway, and can start the next
 -- holder before it resumes the one that just committed.
 local function serve(w, L, Q, QA, B, F, now, loc)
   local payload = 'null'
@@ -823,7 +831,8 @@ local function serve(w, L, Q, QA, B, F, now, loc)
     redis.call('LREM', Q, 1, w.id)
     redis.call('HDEL', QA, w.id)
     local fence = grant(L, w.owner, w.mode, w.lease, now, F)
-    payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. doc_json(B) .. ']}'
+    local doc = loc and loc.docs and loc.docs[B] or doc_json(B)
+    payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. doc .. ']}'
     granted = true
   end
   if loc and w.ch == loc.ch then
@@ -864,8 +873,8 @@ local function grantable(L, Q, QA, wid, mode, now)
   local ok = true
   local retry = nil
   if count > 0 and (mode == 'exclusive' or held == 'exclusive') then
-    ok = false
-    retry = soonest - now
+    -- Held in a conflicting mode: no need to look at the queue (look again when it expires).
+    return false, soonest - now
   end
   if mode == 'exclusive' then
     -- FIFO, no barging: only the head of the queue (or a newcomer to an empty queue).

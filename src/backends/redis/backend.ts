@@ -153,7 +153,7 @@ export class RedisBackend implements Backend {
     this.#assertOpen();
     const plan = this.#writes.plan(writes, 'store.apply');
     if (writes.length === 0) return { applied: true, docs: [], results: [] };
-    return this.#writes.runBatch(plan, (keys, env) => this.#group.write(keys, env));
+    return this.#writes.runBatch(plan, (keys, env, spec) => this.#group.write(keys, env, spec));
   }
 
   // --------------------------------------------------------------------------------- leases

@@ -3,17 +3,18 @@
  * leave together as ONE script call, each still atomic on its own, in order.
  */
 import type { ScriptName } from './scripts.js';
-import type { Reply } from './wire.js';
+import type { Reply, Speculation } from './wire.js';
 
 /** Most batches combined into one write call. */
 const GROUP_MAX = 64;
 /** Group-commit calls in flight at once (2 measured best: bigger groups, less Redis CPU). */
-const GROUP_INFLIGHT = 2;
+const GROUP_INFLIGHT = Number(process.env.LS_INFLIGHT ?? 2);
 
 /** A write batch waiting for a group-commit call. */
-interface GroupEntry {
+export interface GroupEntry {
   keys: string[];
   env: object;
+  spec: Speculation | undefined;
   resolve(r: Reply): void;
   reject(e: unknown): void;
 }
@@ -53,14 +54,14 @@ export class GroupCommit {
    * once: 16 writers on one hot key share a round trip, the socket write and the script's fixed
    * costs. Not in Cluster mode (one call must stay in one slot).
    */
-  write(keys: string[], env: object): Promise<Reply> {
+  write(keys: string[], env: object, spec?: Speculation): Promise<Reply> {
     if (this.#cluster) {
       return this.#run('write', keys, [JSON.stringify(env)]).then(
         (raw) => JSON.parse(raw as string) as Reply,
       );
     }
     return new Promise<Reply>((resolve, reject) => {
-      this.#queue.push({ keys, env, resolve, reject });
+      this.#queue.push({ keys, env, spec, resolve, reject });
       if (this.#inFlight === 0) this.#flush();
       else if (!this.#tick) {
         // Other calls are in flight: gather every batch issued in this turn of the event loop
@@ -94,10 +95,11 @@ export class GroupCommit {
         const raw = await this.#run('write', only.keys, [JSON.stringify(only.env)]);
         replies = [JSON.parse(raw as string) as Reply];
       } else {
+        const units = foldChains(batch);
         const union: string[] = [];
         const index = new Map<string, number>();
-        const subs = batch.map((b) => ({
-          k: b.keys.map((key) => {
+        const subs = units.map((u) => ({
+          k: u.keys.map((key) => {
             let i = index.get(key);
             if (i === undefined) {
               union.push(key);
@@ -106,14 +108,93 @@ export class GroupCommit {
             }
             return i;
           }),
-          e: b.env,
+          e: u.env,
         }));
         const raw = await this.#run('writes', union, [JSON.stringify(subs)]);
-        replies = JSON.parse(raw as string) as Reply[];
+        const unitReplies = JSON.parse(raw as string) as Reply[];
+        replies = [];
+        for (const [i, u] of units.entries()) {
+          const r = unitReplies[i] as Reply;
+          if (u.chain === undefined) replies.push(r);
+          else for (const spec of u.chain) replies.push(chainReply(r, spec));
+        }
       }
       for (const [i, b] of batch.entries()) b.resolve(replies[i] as Reply);
     } catch (err) {
       for (const b of batch) b.reject(err);
     }
   }
+}
+
+/** One sub-batch of a `writes` call: an entry as sent, or a folded chain of speculations. */
+export interface Unit {
+  keys: string[];
+  env: object;
+  /** The speculations folded into this unit, in order (undefined: a plain entry). */
+  chain?: Speculation[];
+}
+
+/**
+ * Folds chains of predicted applies into one patch each. A chain is a run of consecutive entries
+ * on one document, each a speculation whose base is the previous one's token: every outcome in
+ * it is already known exactly from the first base, so the server only has to check that base
+ * (the first entry's `ck`) and store the last post-image, once, with the version advanced by
+ * the chain's length. Applied one by one they would leave the same document, versions, tokens
+ * and results; no state between them is ever visible (the call is atomic), so each apply is
+ * still linearizable within its own call. A chain is answered per entry with its own predicted
+ * document and results; a refusal or a "stale" answer is every entry's answer (each retries).
+ */
+export function foldChains(batch: readonly GroupEntry[]): Unit[] {
+  const units: Unit[] = [];
+  let i = 0;
+  while (i < batch.length) {
+    const first = batch[i] as GroupEntry;
+    let j = i + 1;
+    if (first.spec) {
+      let prev = first.spec;
+      for (; j < batch.length; j++) {
+        const next = (batch[j] as GroupEntry).spec;
+        if (!next || next.doc !== prev.doc || next.base !== prev.token) break;
+        prev = next;
+      }
+    }
+    if (j - i < 2) {
+      units.push({ keys: first.keys, env: first.env });
+      i += 1;
+      continue;
+    }
+    const chain = batch.slice(i, j).map((e) => e.spec as Speculation);
+    const head = chain[0] as Speculation;
+    const last = chain[chain.length - 1] as Speculation;
+    const touched = new Set<string>();
+    for (const s of chain) for (const f of s.fields) touched.add(f);
+    const ops = [...touched].map((f) =>
+      Object.hasOwn(last.data, f)
+        ? { o: 'set', f: JSON.stringify(f), v: JSON.stringify(last.data[f]) }
+        : { o: 'unset', f: JSON.stringify(f) },
+    );
+    units.push({
+      keys: [head.doc],
+      env: {
+        t: last.token,
+        w: [{ k: 'patch', d: 1, ops, ck: { t: head.base, ok: true }, vb: chain.length }],
+        sd: [1],
+      },
+      chain,
+    });
+    i = j;
+  }
+  return units;
+}
+
+/** The reply of one entry of a folded chain, from the chain's reply. */
+function chainReply(r: Reply, spec: Speculation): Reply {
+  if (r.ok !== 1) return r;
+  const doc = r.docs[0];
+  if (!doc) return r;
+  return {
+    ok: 1,
+    docs: [{ v: spec.version, w: spec.token, c: doc.c, f: spec.data }],
+    results: [spec.results],
+  };
 }

@@ -35,6 +35,25 @@ export type Reply =
   | { ok: 0; reason: RefusalReason; index: number; detail?: string }
   | { ok: 0; stale: { [d: string]: WireDoc | null } };
 
+/**
+ * A checked patch whose outcome this process predicted exactly, chained on the write before it
+ * (see `GroupCommit`): what its reply will be if the document's last writer is still `base`.
+ */
+export interface Speculation {
+  /** The document hash. */
+  readonly doc: string;
+  /** The token the prediction expects as the document's last writer. */
+  readonly base: string;
+  /** This write's token. */
+  readonly token: string;
+  /** Top-level fields the write's ops touch. */
+  readonly fields: readonly string[];
+  /** The predicted post-image, version and op results. */
+  readonly data: Data;
+  readonly version: number;
+  readonly results: Json[];
+}
+
 export function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
   return typeof (v as { then?: unknown } | undefined)?.then === 'function';
 }

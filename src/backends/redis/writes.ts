@@ -13,6 +13,7 @@ import type {
   DocRef,
   DocWrite,
   Guard,
+  Json,
   Op,
   WriteResult,
 } from '../../store/backend.js';
@@ -26,6 +27,7 @@ import {
   isThenable,
   nextId,
   type Reply,
+  type Speculation,
   toDoc,
   type WireDoc,
 } from './wire.js';
@@ -47,10 +49,15 @@ interface Prediction {
   readonly used: Map<number, { token: string; epoch: number }>;
   readonly issues: Map<number, readonly CheckIssue[]>;
   readonly speculated: boolean;
+  /** For a batch of one checked patch predicted to apply: its exact predicted outcome. */
+  readonly outcome?: { data: Data; version: number; results: Json[] };
 }
 
-/** Sends one attempt's envelope to a script and returns its reply. */
-export type Send = (keys: string[], env: object) => Promise<Reply>;
+/**
+ * Sends one attempt's envelope to a script and returns its reply. `spec`, when given, is the
+ * exact predicted outcome of a one-write batch (group commit may fold a chain of them).
+ */
+export type Send = (keys: string[], env: object, spec?: Speculation) => Promise<Reply>;
 
 /** A write batch compiled for the scripts. */
 export interface Plan {
@@ -291,7 +298,7 @@ export class WritePath {
       const env: { t: string; w: unknown[]; sd?: number[] } = { t: token, w: plan.wire };
       // On "stale", the script returns every checked document, so all bases get refreshed.
       if (prediction) env.sd = [...prediction.used.keys()].map((d) => d + 1);
-      const reply = await send(plan.keys, env);
+      const reply = await send(plan.keys, env, this.#speculation(plan, env.t, prediction));
       if (reply.ok === 1) {
         if (prediction) {
           for (const [d, used] of prediction.used) {
@@ -334,6 +341,28 @@ export class WritePath {
     }
   }
 
+  /**
+   * The speculation a group commit may fold with its neighbours: only a batch of ONE checked
+   * patch without guards or expectations, predicted to apply on a base this process chained.
+   * Everything such a write checks on the server is then its base token (`ck`).
+   */
+  #speculation(plan: Plan, token: string, p: Prediction | undefined): Speculation | undefined {
+    if (!p?.speculated || !p.outcome || plan.writes.length !== 1) return undefined;
+    const w = plan.writes[0] as DocWrite;
+    const e = plan.wire[0] as { ck?: { t: string; ok: unknown }; g?: unknown; ev?: unknown };
+    if (w.kind !== 'patch' || e.ck?.ok !== true || e.g !== undefined || e.ev !== undefined) {
+      return undefined;
+    }
+    if (w.expectIncarnation !== undefined || w.fieldsUnchangedSince !== undefined) return undefined;
+    return {
+      doc: (plan.docs[0] as DocKeys).doc,
+      base: e.ck.t,
+      token,
+      fields: w.ops.map((op) => op.field),
+      ...p.outcome,
+    };
+  }
+
   /** Predicts the checked patches of a batch and fills in their `ck` (see {@link runBatch}). */
   async #predict(plan: Plan, token: string): Promise<Prediction> {
     const checkedDocs = new Set<number>();
@@ -368,6 +397,7 @@ export class WritePath {
       });
     }
     const issues = new Map<number, readonly CheckIssue[]>();
+    let results: Json[] | undefined; // of the last simulated patch
     let certain = true; // every earlier write could be simulated
     let speculate = true; // ... and is predicted to apply
     for (const [i, w] of plan.writes.entries()) {
@@ -406,6 +436,7 @@ export class WritePath {
           continue;
         }
         s.data = p.data;
+        results = p.results;
         if (w.check) {
           // Await only a real promise: with synchronous checks this whole prediction, and the
           // speculative cache update below, run without yielding, so concurrent applies in this
@@ -436,7 +467,17 @@ export class WritePath {
         });
       }
     }
-    return { used, issues, speculated: certain && speculate && unmoved };
+    const speculated = certain && speculate && unmoved;
+    const only = plan.writes.length === 1 ? sim.get(0) : undefined;
+    if (speculated && only?.exists && results) {
+      return {
+        used,
+        issues,
+        speculated,
+        outcome: { data: only.data, version: only.version, results },
+      };
+    }
+    return { used, issues, speculated };
   }
 
   /** Stores an authoritative state in the cache (epoch -1: a new epoch; undefined: keep it). */

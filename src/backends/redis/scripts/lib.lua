@@ -717,7 +717,8 @@ local function run_batch(env, keyof, g)
           return fail('invalid', idx, 'the document after the ops fails the schema')
         end
       end
-      st.version = st.version + 1
+      -- vb: a run of predicted applies folded into one patch (group.ts) counts as that many.
+      st.version = st.version + (w.vb or 1)
       results[idx] = '[' .. tconcat(rs, ',') .. ']'
     end
   end

@@ -8,7 +8,7 @@ import type { Reply, Speculation } from './wire.js';
 /** Most batches combined into one write call. */
 const GROUP_MAX = 64;
 /** Group-commit calls in flight at once (2 measured best: bigger groups, less Redis CPU). */
-const GROUP_INFLIGHT = Number(process.env.LS_INFLIGHT ?? 2);
+const GROUP_INFLIGHT = 2;
 
 /** A write batch waiting for a group-commit call. */
 export interface GroupEntry {

@@ -89,13 +89,13 @@ export class GroupCommit {
 
   async #send(batch: GroupEntry[]): Promise<void> {
     try {
-      let replies: Reply[];
-      if (batch.length === 1) {
-        const only = batch[0] as GroupEntry;
+      const units = foldChains(batch);
+      let unitReplies: Reply[];
+      if (units.length === 1) {
+        const only = units[0] as Unit;
         const raw = await this.#run('write', only.keys, [JSON.stringify(only.env)]);
-        replies = [JSON.parse(raw as string) as Reply];
+        unitReplies = [JSON.parse(raw as string) as Reply];
       } else {
-        const units = foldChains(batch);
         const union: string[] = [];
         const index = new Map<string, number>();
         const subs = units.map((u) => ({
@@ -111,13 +111,13 @@ export class GroupCommit {
           e: u.env,
         }));
         const raw = await this.#run('writes', union, [JSON.stringify(subs)]);
-        const unitReplies = JSON.parse(raw as string) as Reply[];
-        replies = [];
-        for (const [i, u] of units.entries()) {
-          const r = unitReplies[i] as Reply;
-          if (u.chain === undefined) replies.push(r);
-          else for (const spec of u.chain) replies.push(chainReply(r, spec));
-        }
+        unitReplies = JSON.parse(raw as string) as Reply[];
+      }
+      const replies: Reply[] = [];
+      for (const [i, u] of units.entries()) {
+        const r = unitReplies[i] as Reply;
+        if (u.chain === undefined) replies.push(r);
+        else for (const spec of u.chain) replies.push(chainReply(r, spec));
       }
       for (const [i, b] of batch.entries()) b.resolve(replies[i] as Reply);
     } catch (err) {
@@ -136,10 +136,11 @@ export interface Unit {
 
 /**
  * Folds chains of predicted applies into one patch each. A chain is a run of consecutive entries
- * on one document, each a speculation whose base is the previous one's token: every outcome in
- * it is already known exactly from the first base, so the server only has to check that base
- * (the first entry's `ck`) and store the last post-image, once, with the version advanced by
- * the chain's length. Applied one by one they would leave the same document, versions, tokens
+ * on one document, each a speculation whose base is the previous one's token (a lone speculation
+ * is a chain of one): every outcome in it is already known exactly from the first base, so the
+ * server only has to check that base (the first entry's `ck`) and store the last post-image as
+ * plain `set`s, once, with the version advanced by the chain's length, and answer without the
+ * document's fields (`nd`: the client has them). Applied one by one they would leave the same document, versions, tokens
  * and results; no state between them is ever visible (the call is atomic), so each apply is
  * still linearizable within its own call. A chain is answered per entry with its own predicted
  * document and results; a refusal or a "stale" answer is every entry's answer (each retries).
@@ -158,7 +159,7 @@ export function foldChains(batch: readonly GroupEntry[]): Unit[] {
         prev = next;
       }
     }
-    if (j - i < 2) {
+    if (!first.spec) {
       units.push({ keys: first.keys, env: first.env });
       i += 1;
       continue;
@@ -179,6 +180,7 @@ export function foldChains(batch: readonly GroupEntry[]): Unit[] {
         t: last.token,
         w: [{ k: 'patch', d: 1, ops, ck: { t: head.base, ok: true }, vb: chain.length }],
         sd: [1],
+        nd: 1,
       },
       chain,
     });

@@ -68,12 +68,13 @@ describe('finding chains', () => {
       entry(spec('A', 't0', 't1', { n: 1 })),
       entry(spec('A', 't1', 't2', { n: 2, m: 1 })),
       entry(spec('A', 't2', 't3', { n: 3, m: 1 })),
-      entry(spec('B', 't9', 'u1', { n: 1 })), // another document: a new run (of one)
-      entry(undefined), // not a speculation
+      entry(spec('B', 't9', 'u1', { n: 1 })), // another document: a new chain (of one)
+      entry(undefined), // not a speculation: sent as it is
       entry(spec('A', 't3', 't4', { n: 4 })), // linked, but not adjacent: alone
       entry(spec('A', 'zz', 't5', { n: 5 })), // not linked to t4
     ]);
-    expect(units.map((u) => u.chain?.length ?? 0)).toEqual([3, 0, 0, 0, 0]);
+    expect(units.map((u) => u.chain?.length ?? 0)).toEqual([3, 1, 0, 1, 1]);
+    expect(units[2]?.env).toEqual({ t: 'plain' });
     const folded = units[0] as { keys: string[]; env: unknown };
     expect(folded.keys).toEqual(['A']);
     expect(folded.env).toEqual({
@@ -91,6 +92,7 @@ describe('finding chains', () => {
         },
       ],
       sd: [1],
+      nd: 1,
     });
   });
 

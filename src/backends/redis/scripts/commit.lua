@@ -25,7 +25,7 @@ local env = cjson.decode(ARGV[3])
 local base = 5 * n
 local reply, applied, byKey = run_batch(env, function(d) return KEYS[base + d] end)
 if sfind(reply, '^{"ok":0,"stale"') then return reply end
-if applied then
+if applied and not env.nd then
   -- The hand-off below sends the committed documents without reading them back.
   loc.docs = {}
   for d, j in pairs(byKey) do loc.docs[KEYS[base + d]] = j end

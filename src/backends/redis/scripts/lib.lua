@@ -730,7 +730,14 @@ local function run_batch(env, keyof, g)
   for idx, w in ipairs(env.w) do
     local j = byKey[w.d]
     if not j then
-      j = state_json(docs[w.d], env.t)
+      if env.nd then
+        -- The client predicted this document exactly (a folded chain, see group.ts): no fields.
+        local st = docs[w.d]
+        j = '{"v":' .. st.version .. ',"w":' .. enc_str(env.t) .. ',"c":' .. enc_str(st.inc) ..
+          ',"f":{}}'
+      else
+        j = state_json(docs[w.d], env.t)
+      end
       byKey[w.d] = j
     end
     dj[idx] = j

@@ -7,11 +7,17 @@
  * - Locks are leases per (model, key, action) with an owner token and a strictly increasing
  *   fencing token; waiters queue in FIFO order in Redis and are woken by pub/sub (a timer only
  *   backs up leases that expire silently); leases renew themselves while held.
+ * - Scripts run as one function library (FUNCTION LOAD once, then FCALL) on Redis 7+ and Valkey,
+ *   or by EVALSHA with `scripts: 'eval'` (and automatically where FUNCTION LOAD is refused).
  * - Schema checks of `apply` run in JavaScript on a predicted post-image; the script commits only
  *   if the document is still exactly the predicted base (see `WritePath.runBatch` in writes.ts).
+ *   Concurrent applies on one document chain their predictions, and a group-commit call folds
+ *   such a chain into one patch (group.ts): the server checks the first base and stores the
+ *   last post-image once.
  * - Hand-offs: a release or commit grants the lease to the head of the queue inside the same
- *   script (single-key waiters) and publishes the grant with the fence and the snapshot, so a
- *   waiter gets the lock in one round trip. A queued waiter refreshes its queue entry every few
+ *   script (single-key waiters), with the fence and the snapshot, so a waiter gets the lock in
+ *   one round trip: by pub/sub for another process, in the script's reply for a waiter of the
+ *   same process (which then starts before the previous holder resumes). A queued waiter refreshes its queue entry every few
  *   seconds (a dead waiter's entry lapses after 10 s; a dead waiter that was already granted the
  *   lease holds the key at most its leaseMs, like any crashed holder).
  * - Redis Cluster: every key of a document shares its hash tag. Batches and multi-key locks

@@ -546,6 +546,40 @@ describe('scripts and clients', () => {
     expect((await libraries()).length).toBeGreaterThan(0);
   });
 
+  it("scripts: 'auto' falls back to EVALSHA when FUNCTION LOAD is not allowed (ACL)", async () => {
+    const user = `lsnofn${process.pid}`;
+    await admin.call('ACL', 'SETUSER', user, 'on', 'nopass', '~*', '&*', '+@all', '-function');
+    const client = new Redis(url, { username: user, password: 'x' });
+    const client2 = new Redis(url, { username: user, password: 'x' });
+    const auto = redis({ client, prefix });
+    const strict = redis({
+      client: client2,
+      prefix,
+      scripts: 'functions',
+    });
+    try {
+      const m = model();
+      const r = await auto.write([{ kind: 'create', model: m, key: 'k', data: { n: 1 } }]);
+      expect(r.applied).toBe(true);
+      const l = await auto.acquire(lease(m, ['k']));
+      const c = await l?.commit([
+        { kind: 'patch', model: m, key: 'k', ops: [{ op: 'incr', field: 'n', by: 1 }] },
+      ]);
+      expect(c?.applied).toBe(true);
+      // Asked for functions explicitly: a clear error instead of a silent fallback.
+      await expect(strict.read([{ model: m, key: 'k' }])).rejects.toMatchObject({
+        code: 'BACKEND',
+        message: expect.stringContaining('FUNCTION LOAD'),
+      });
+    } finally {
+      await auto.close();
+      await strict.close();
+      await client.quit();
+      await client2.quit();
+      await admin.call('ACL', 'DELUSER', user);
+    }
+  });
+
   it("scripts: 'functions' uses FCALL, and a bad scripts option is refused", async () => {
     const viaFunctions = redis({ url, prefix, scripts: 'functions' });
     try {

@@ -380,6 +380,10 @@ export class Model<T, In = T> {
           key,
           ops,
           fieldsUnchangedSince: snap.version,
+          // The document the commit leaves is checked whole: a writer that does not take the
+          // lock may have changed other fields meanwhile, and a rule across fields must hold on
+          // the merge.
+          check: this.#check,
         });
       }
       if (writes.length === 0) return result;

@@ -406,6 +406,38 @@ export function locksSection(ctx: Ctx): void {
       expect(await M[0].lock('x', () => 'free', { nowait: true })).toBe('free');
     });
 
+    it('the document a commit leaves is checked whole: a cross-field rule broken by a concurrent write is refused', async () => {
+      const name = ctx.name('crossfield');
+      const pair = z
+        .object({ a: z.number().int(), b: z.number().int() })
+        .refine((d) => d.a + d.b <= 10, 'a + b must stay <= 10');
+      const M0 = ctx.client(0).model(name, pair);
+      const M1 = ctx.client(1).model(name, pair);
+      await M0.create('k', { a: 0, b: 0 });
+      const run = async (a: number, b: number) => {
+        const inside = deferred();
+        const go = deferred();
+        const holder = M0.lock('k', async (d) => {
+          inside.resolve();
+          await go.promise;
+          d.a = a;
+        });
+        holder.catch(() => {});
+        await noHang(inside.promise, 'holder entering');
+        // A writer that does not take the lock changes the other field meanwhile.
+        await M1.apply('k', (d) => d.b.incr(b));
+        go.resolve();
+        return holder;
+      };
+      // 6 + 5 > 10: refused as a whole, the holder's field is not written, the lease is released.
+      await rejectsWith(run(6, 5), ValidationError, 'INVALID');
+      expect((await M1.get('k')).data).toStrictEqual({ a: 0, b: 5 });
+      // 4 + (5 + 1) <= 10: the merge is kept.
+      await run(4, 1);
+      expect((await M1.get('k')).data).toStrictEqual({ a: 4, b: 6 });
+      expect(await M1.lock('k', () => 'free', { nowait: true })).toBe('free');
+    });
+
     it('named actions: two holders with different actions change disjoint fields concurrently; both kept', async () => {
       const M = both('actions');
       await M[0].create('k', init);

@@ -306,7 +306,8 @@ export class WritePath {
       if (reply.ok === 1) {
         if (prediction) {
           for (const [d, used] of prediction.used) {
-            const w = reply.docs[plan.docOf.indexOf(d)] ?? null;
+            // The last write of the document in the batch reports its final state.
+            const w = reply.docs[plan.docOf.lastIndexOf(d)] ?? null;
             const cur = this.#cache.get((plan.docs[d] as DocKeys).doc);
             if (prediction.speculated ? cur?.token === token : cur?.epoch === used.epoch) {
               this.remember(plan.docs[d] as DocKeys, w, undefined);

@@ -165,4 +165,26 @@ describe('folded applies through the store', () => {
     expect(refused).toBe(16 * 15 - 100);
     expect((await A.get('spring')).data.seats).toBe(0);
   });
+
+  it('a checked batch writing one document twice leaves the prediction cache on its final state', async () => {
+    // Raw backend writes (the store never sends one document twice in a batch): the cache must
+    // take the document's LAST state from the reply, or the next predicted apply, folded into
+    // plain sets, would store a value computed from a stale base.
+    const backend = redis({ url, prefix });
+    try {
+      const check = () => undefined;
+      const incr = { kind: 'patch', model: 'twice', key: 'k', check } as const;
+      await backend.write([{ kind: 'put', model: 'twice', key: 'k', data: { n: 0 } }]);
+      const r = await backend.write([
+        { ...incr, ops: [{ op: 'incr', field: 'n', by: 1 }] },
+        { ...incr, ops: [{ op: 'incr', field: 'n', by: 1 }] },
+      ]);
+      expect(r.applied && r.docs.map((d) => d?.data)).toEqual([{ n: 1 }, { n: 2 }]);
+      const again = await backend.write([{ ...incr, ops: [{ op: 'incr', field: 'n', by: 1 }] }]);
+      expect(again.applied && again.results).toEqual([[3]]);
+      expect((await backend.read([{ model: 'twice', key: 'k' }]))[0]?.data).toEqual({ n: 3 });
+    } finally {
+      await backend.close();
+    }
+  });
 });

@@ -92,6 +92,37 @@ export function contractSection(ctx: Ctx): void {
       expect(view(r3.docs[0])).toStrictEqual({ key: 'a', version: 3, data: { z: 1 } });
     });
 
+    it('a batch that writes one document several times reports each write its own document', async () => {
+      const model = ctx.name('again');
+      await b(0).write([{ kind: 'create', model, key: 'a', data: { n: 0 } }]);
+      const r = applied(
+        await b(1).write([
+          { kind: 'patch', model, key: 'a', ops: [{ op: 'incr', field: 'n', by: 1 }] },
+          { kind: 'put', model, key: 'a', data: { n: 10, s: 'x' } },
+          {
+            kind: 'patch',
+            model,
+            key: 'a',
+            ops: [{ op: 'incr', field: 'n', by: 1 }],
+            expectVersion: 3,
+          },
+          { kind: 'delete', model, key: 'a' },
+          { kind: 'create', model, key: 'a', data: { n: 7 } },
+        ]),
+      );
+      expect(views(r.docs)).toStrictEqual([
+        { key: 'a', version: 2, data: { n: 1 } },
+        { key: 'a', version: 3, data: { n: 10, s: 'x' } },
+        { key: 'a', version: 4, data: { n: 11, s: 'x' } },
+        undefined,
+        { key: 'a', version: 1, data: { n: 7 } },
+      ]);
+      expect(r.results).toStrictEqual([[1], [], [11], [true], []]);
+      expect(views(await b(0).read([{ model, key: 'a' }]))).toStrictEqual([
+        { key: 'a', version: 1, data: { n: 7 } },
+      ]);
+    });
+
     it('refusals: exactly one reason, the index of the first failing write, nothing written', async () => {
       const model = ctx.name('rawref');
       applied(

@@ -655,6 +655,9 @@ local function run_batch(env, keyof, g)
     if stale then return stale_reply(), false end
     return refusal(reason, index, detail), false
   end
+  -- A document written again later in the batch: each write reports the document as IT left it.
+  local last, mid = {}, {}
+  for idx, w in ipairs(env.w) do last[w.d] = idx end
   for idx, w in ipairs(env.w) do
     local st = doc(w.d)
     local k = w.k
@@ -721,6 +724,7 @@ local function run_batch(env, keyof, g)
       st.version = st.version + (w.vb or 1)
       results[idx] = '[' .. tconcat(rs, ',') .. ']'
     end
+    if last[w.d] ~= idx then mid[idx] = state_json(st, env.t) end
   end
   if stale then return stale_reply(), false end
   for _, d in ipairs(order) do
@@ -728,7 +732,7 @@ local function run_batch(env, keyof, g)
   end
   local dj, byKey = {}, {}
   for idx, w in ipairs(env.w) do
-    local j = byKey[w.d]
+    local j = mid[idx] or byKey[w.d]
     if not j then
       if env.nd then
         -- The client predicted this document exactly (a folded chain, see group.ts): no fields.

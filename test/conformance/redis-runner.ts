@@ -10,7 +10,7 @@
  */
 import { Redis } from 'ioredis';
 import { type RedisBackendOptions, redis } from '../../src/backends/redis/index.js';
-import { KeyLayout } from '../../src/backends/redis/keys.js';
+import { dropPrefix } from '../backends/redis/drop-prefix.js';
 import type { Backend } from './api.js';
 import { conformance } from './suite.js';
 
@@ -30,18 +30,7 @@ export function redisConformance(name: string, options: RedisBackendOptions): vo
       cleanup: async () => {
         const admin = new Redis(url);
         try {
-          let cursor = '0';
-          do {
-            const [next, keys] = await admin.scan(
-              cursor,
-              'MATCH',
-              new KeyLayout(prefix).pattern,
-              'COUNT',
-              1000,
-            );
-            cursor = next;
-            if (keys.length > 0) await admin.del(...keys);
-          } while (cursor !== '0');
+          await dropPrefix(admin, prefix);
         } finally {
           await admin.quit();
         }

@@ -24,6 +24,7 @@ import type {
   Op,
 } from '../../../src/store/backend.js';
 import { deepEqual } from '../../../src/store/json.js';
+import { dropPrefix } from './drop-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `lstest:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
@@ -37,18 +38,7 @@ beforeAll(() => {
 
 afterAll(async () => {
   await b.close();
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(
-      cursor,
-      'MATCH',
-      new KeyLayout(prefix).pattern,
-      'COUNT',
-      1000,
-    );
-    cursor = next;
-    if (keys.length > 0) await admin.del(...keys);
-  } while (cursor !== '0');
+  await dropPrefix(admin, prefix);
   await admin.quit();
 });
 
@@ -447,18 +437,7 @@ describe('leases', () => {
       await one.close();
       await two.close();
       await watcher.quit();
-      let cursor = '0';
-      do {
-        const [next, keys] = await admin.scan(
-          cursor,
-          'MATCH',
-          new KeyLayout(own).pattern,
-          'COUNT',
-          1000,
-        );
-        cursor = next;
-        if (keys.length > 0) await admin.del(...keys);
-      } while (cursor !== '0');
+      await dropPrefix(admin, own);
     }
   });
 

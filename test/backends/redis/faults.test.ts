@@ -13,8 +13,8 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redis } from '../../../src/backends/redis/index.js';
-import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import { BackendError, createStore, LockstepError } from '../../../src/index.js';
+import { dropPrefix } from './drop-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `lsfault:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
@@ -35,18 +35,7 @@ afterAll(async () => {
     }
   }
   await admin.client('UNPAUSE').catch(() => {});
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(
-      cursor,
-      'MATCH',
-      new KeyLayout(prefix).pattern,
-      'COUNT',
-      1000,
-    );
-    cursor = next;
-    if (keys.length > 0) await admin.del(...keys);
-  } while (cursor !== '0');
+  await dropPrefix(admin, prefix);
   await admin.quit();
 });
 

@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { foldChains } from '../../../src/backends/redis/group.js';
 import { redis } from '../../../src/backends/redis/index.js';
-import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import type { Reply, Speculation } from '../../../src/backends/redis/wire.js';
 import { createStore, type Store } from '../../../src/index.js';
+import { dropPrefix } from './drop-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `lsfold:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
@@ -28,18 +28,7 @@ beforeAll(() => {
 afterAll(async () => {
   await one.close();
   await two.close();
-  let cursor = '0';
-  do {
-    const [next, keys] = await admin.scan(
-      cursor,
-      'MATCH',
-      new KeyLayout(prefix).pattern,
-      'COUNT',
-      1000,
-    );
-    cursor = next;
-    if (keys.length > 0) await admin.del(...keys);
-  } while (cursor !== '0');
+  await dropPrefix(admin, prefix);
   await admin.quit();
 });
 

@@ -181,18 +181,20 @@ export default async function main(): Promise<void> {
     if (ONLY.has('4')) await handoff(`${prefix}:ho`, 300);
   } finally {
     await store.close();
-    let cursor = '0';
-    do {
-      const [next, keys] = await raw.scan(
-        cursor,
-        'MATCH',
-        new KeyLayout(prefix).pattern,
-        'COUNT',
-        1000,
-      );
-      cursor = next;
-      if (keys.length > 0) await raw.del(...keys);
-    } while (cursor !== '0');
+    // Lockstep's keys (its layout escapes the prefix; the hand-off run has its own prefix), and
+    // the anchors' raw keys.
+    for (const pattern of [
+      new KeyLayout(prefix).pattern,
+      new KeyLayout(`${prefix}:ho`).pattern,
+      `${rawKey}*`,
+    ]) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await raw.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await raw.del(...keys);
+      } while (cursor !== '0');
+    }
     await raw.quit();
     await Promise.all(watchers.map((c) => c.quit()));
   }

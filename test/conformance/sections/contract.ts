@@ -123,6 +123,33 @@ export function contractSection(ctx: Ctx): void {
       ]);
     });
 
+    it('fieldsUnchangedSince sees the writes earlier in the same batch', async () => {
+      const model = ctx.name('fsbatch');
+      await b(0).write([{ kind: 'create', model, key: 'k', data: { a: 0, b: 0 } }]);
+      const set = (field: string, value: number, since?: number): DocWrite => ({
+        kind: 'patch',
+        model,
+        key: 'k',
+        ops: [{ op: 'set', field, value }],
+        ...(since === undefined ? {} : { fieldsUnchangedSince: since }),
+      });
+      // a was written by write 0 (version 2), after version 1: conflict, nothing written.
+      expect(refused(await b(1).write([set('a', 1), set('a', 2, 1)]))).toStrictEqual({
+        reason: 'conflict',
+        index: 1,
+      });
+      // b was not: applied.
+      applied(await b(1).write([set('a', 1), set('b', 2, 1)]));
+      expect(views(await b(0).read([{ model, key: 'k' }]))).toStrictEqual([
+        { key: 'k', version: 3, data: { a: 1, b: 2 } },
+      ]);
+      // Since version 4 (after write 0 of this batch): applied.
+      applied(await b(1).write([set('a', 5), set('a', 6, 4)]));
+      expect(views(await b(0).read([{ model, key: 'k' }]))).toStrictEqual([
+        { key: 'k', version: 5, data: { a: 6, b: 2 } },
+      ]);
+    });
+
     it('refusals: exactly one reason, the index of the first failing write, nothing written', async () => {
       const model = ctx.name('rawref');
       applied(

@@ -722,6 +722,14 @@ local function run_batch(env, keyof, g)
       end
       -- vb: a run of predicted applies folded into one patch (group.ts) counts as that many.
       st.version = st.version + (w.vb or 1)
+      if last[w.d] ~= idx then
+        -- Written again later in this batch: a later fieldsUnchangedSince must see these fields
+        -- as written now (copy first: st.fvs may be a group's shared table).
+        local fvs = {}
+        for f, v in pairs(st.fvs) do fvs[f] = v end
+        for _, op in ipairs(w.ops) do fvs[op.f] = st.version end
+        st.fvs = fvs
+      end
       results[idx] = '[' .. tconcat(rs, ',') .. ']'
     end
     if last[w.d] ~= idx then mid[idx] = state_json(st, env.t) end

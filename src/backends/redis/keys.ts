@@ -77,7 +77,21 @@ export class KeyLayout {
     return `${this.#prefix}:wake:${instance}`;
   }
 
+  /** Recently built document keys (bounded): hot documents reuse one set of key strings. */
+  readonly #docs = new Map<string, DocKeys>();
+
   doc(model: string, key: string): DocKeys {
+    const id = `${model}\u0000${key}`;
+    let d = this.#docs.get(id);
+    if (d === undefined) {
+      d = this.#build(model, key);
+      if (this.#docs.size >= 4096) this.#docs.clear();
+      this.#docs.set(id, d);
+    }
+    return d;
+  }
+
+  #build(model: string, key: string): DocKeys {
     let base: string;
     let tag: string;
     if (this.#hashTag) {

@@ -90,6 +90,13 @@ export class PgLease implements Lease {
     return this.#rows.get(key)?.incarnation;
   }
 
+  /** @internal the document as the lease read it (undefined if it was missing or not covered). */
+  snapshot(model: string, key: string): StoredDoc | undefined {
+    if (model !== this.#req.model) return undefined;
+    const at = this.#req.keys.indexOf(key);
+    return at < 0 ? undefined : this.docs[at];
+  }
+
   /** @internal */
   covers(model: string, key: string): boolean {
     return model === this.#req.model && this.#keys.has(key);

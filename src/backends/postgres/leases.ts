@@ -21,7 +21,12 @@ import type { PgContext } from './context.js';
 import { classify, fromDriver } from './errors.js';
 import { PgLease } from './lease.js';
 import { ensure } from './migrations.js';
-import { multiSimpleCommit, simplePatchResult, simplePatchSql } from './patch-sql.js';
+import {
+  checkedSnapshotCommit,
+  multiSimpleCommit,
+  simplePatchResult,
+  simplePatchSql,
+} from './patch-sql.js';
 import { refuse, validateWrites } from './planner.js';
 import { boundedWait, writesInFlight } from './program-order.js';
 import { read } from './reading.js';
@@ -231,6 +236,10 @@ export class Leases {
           (res[0]?.rows ?? []) as Raw[],
           lease,
         );
+      }
+      if (writes.length === 1) {
+        const checked = await checkedSnapshotCommit(this.#ctx, conn, writes[0] as DocWrite, lease);
+        if (checked) return checked;
       }
       const multi = await multiSimpleCommit(this.#ctx, conn, writes, lease);
       if (multi) return multi;

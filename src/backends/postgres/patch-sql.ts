@@ -4,7 +4,7 @@
  * matches no row, `whyRefused` reads why. Several documents under one lease: one message of
  * UPDATEs and a fence check that fails unless every UPDATE matched (the COMMIT is then skipped).
  */
-import { copyJson } from '../../store/apply-ops.js';
+import { applyOps, copyJson } from '../../store/apply-ops.js';
 import type {
   Data,
   DocWrite,
@@ -21,6 +21,45 @@ import { docId, RAW, type Raw } from './rows.js';
 import { jsonbProblem, lit, sqlState } from './sql.js';
 
 /**
+ * A lease commit of ONE checked set/unset patch (what `Model.lock` commits: the schema check
+ * rides along, for the fields other writers may have changed meanwhile), in one round trip when
+ * the document did not move since the lease read it: the post-image is then the lease's
+ * snapshot with the ops applied, so the check runs here, and the statement is the simple UPDATE,
+ * inside a savepoint, made to FAIL (division by zero, which skips the COMMIT) when the row is at
+ * another version than the snapshot's. Resolves undefined, with the lease's transaction intact
+ * (rolled back to the savepoint), when the fast path does not apply or the document moved: the
+ * caller runs the general (reading) path. A missing row or another incarnation matches nothing
+ * and is refused as the simple path refuses it.
+ */
+export async function checkedSnapshotCommit(
+  ctx: PgContext,
+  conn: Conn,
+  w: DocWrite,
+  lease: PgLease,
+): Promise<WriteResult | undefined> {
+  if (w.kind !== 'patch' || !w.check || (w.guards && w.guards.length > 0)) return undefined;
+  const snap = lease.snapshot(w.model, w.key);
+  if (!snap || (w.expectVersion !== undefined && w.expectVersion !== snap.version)) {
+    return undefined;
+  }
+  const predicted = applyOps(snap.data, w.ops);
+  if (!predicted.ok) return undefined;
+  const issues = await w.check(predicted.data);
+  if (issues && issues.length > 0) return undefined; // the general path reads and refuses
+  const sql = simplePatchSql(ctx, { ...w, check: undefined }, lease, snap.version);
+  if (!sql) return undefined;
+  try {
+    const res = await conn.query(`SAVEPOINT lockstep_checked; ${sql}; COMMIT`);
+    await lease.releaseConn();
+    return await simplePatchResult(ctx, w, (res[1]?.rows ?? []) as Raw[], lease);
+  } catch (err) {
+    if (sqlState(err) !== '22012') throw err;
+    await conn.query('ROLLBACK TO SAVEPOINT lockstep_checked');
+    return undefined;
+  }
+}
+
+/**
  * A patch made only of `set`/`unset` on distinct fields, without guards or post-check (what
  * `update` and `lock` commit), as ONE `UPDATE ... RETURNING` statement: the version check and
  * the field-level conflict check are in the WHERE clause, the post-image is computed by jsonb
@@ -30,6 +69,7 @@ export function simplePatchSql(
   ctx: PgContext,
   w: DocWrite,
   lease: PgLease | undefined,
+  failUnlessVersion?: number,
 ): string | undefined {
   const fence = lease?.fence;
   if (w.kind !== 'patch' || w.check || (w.guards && w.guards.length > 0)) return undefined;
@@ -67,6 +107,13 @@ export function simplePatchSql(
   if (sets.length > 0) data = `${data} || ${lit(setText)}::jsonb`;
   const fv = `field_versions || jsonb_build_object(${names.map((f) => `${lit(f)}, version + 1`).join(', ')})`;
   const where = [`key = ${lit(w.key)}`];
+  // The row exists at another version: fail the statement (division by zero), do not skip it.
+  // (The divisor involves a column: a constant 1 / 0 would be folded, and fail, at planning.)
+  if (failUnlessVersion !== undefined) {
+    where.push(
+      `(CASE WHEN version = ${failUnlessVersion} THEN true ELSE 1 / (version - version) = 1 END)`,
+    );
+  }
   if (ev !== undefined) where.push(`version = ${ev}`);
   if (ei !== undefined) where.push(`incarnation = ${ei}`);
   if (since !== undefined) {

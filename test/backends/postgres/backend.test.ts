@@ -57,6 +57,49 @@ const lease = (model: string, keys: string[], extra: Partial<LeaseRequest> = {})
 });
 
 describe('postgres backend', () => {
+  it('a lock commit checks the schema in one message while the document has not moved', async () => {
+    // Every statement text sent on this pool's connections.
+    const seen: string[] = [];
+    const spied = new pg.Pool({ connectionString: url, max: 4 });
+    spied.on('connect', (client) => {
+      const query = client.query.bind(client) as (...a: unknown[]) => unknown;
+      (client as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
+        const q = a[0] as string | { text?: string };
+        seen.push(typeof q === 'string' ? q : (q.text ?? ''));
+        return query(...a);
+      };
+    });
+    const store = createStore(postgres({ pool: spied }, { schema }));
+    const other = createStore(postgres({ url, schema, poolSize: 2 }));
+    try {
+      const rule = z
+        .object({ a: z.number().int(), b: z.number().int() })
+        .refine((d) => d.a + d.b <= 10, 'a + b must stay <= 10');
+      const M = store.model('snapcheck', rule);
+      const O = other.model('snapcheck', rule);
+      await M.put('k', { a: 0, b: 0 });
+      seen.length = 0;
+      await M.lock('k', (d) => {
+        d.a = 1;
+      });
+      expect(seen.filter((t) => t.startsWith('SAVEPOINT lockstep_checked')).length).toBe(1);
+      expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT'))).toBe(false);
+      // Another writer changes b meanwhile: the savepoint is rolled back, the general path
+      // checks the merge.
+      seen.length = 0;
+      await M.lock('k', async (d) => {
+        await O.apply('k', (x) => x.b.incr(3));
+        d.a = 2;
+      });
+      expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT lockstep_checked'))).toBe(true);
+      expect((await O.get('k')).data).toStrictEqual({ a: 2, b: 3 });
+    } finally {
+      await store.close();
+      await other.close();
+      await spied.end();
+    }
+  });
+
   it('numbers round-trip exactly as JavaScript numbers; incr is IEEE arithmetic', async () => {
     const data = {
       sum: 0.1 + 0.2,

@@ -1,6 +1,7 @@
 /**
  * Group commit of write batches (`writes.lua`): batches issued while a write call is in flight
- * leave together as ONE script call, each still atomic on its own, in order.
+ * leave together as ONE script call, each still atomic on its own, in order; chains of predicted
+ * applies on one document are folded into one patch ({@link foldChains}).
  */
 import type { ScriptName } from './scripts.js';
 import type { Reply, Speculation } from './wire.js';
@@ -140,10 +141,16 @@ export interface Unit {
  * is a chain of one): every outcome in it is already known exactly from the first base, so the
  * server only has to check that base (the first entry's `ck`) and store the last post-image as
  * plain `set`s, once, with the version advanced by the chain's length, and answer without the
- * document's fields (`nd`: the client has them). Applied one by one they would leave the same document, versions, tokens
- * and results; no state between them is ever visible (the call is atomic), so each apply is
- * still linearizable within its own call. A chain is answered per entry with its own predicted
- * document and results; a refusal or a "stale" answer is every entry's answer (each retries).
+ * document's fields (`nd`: the client has them). Applied one by one they would leave the same
+ * document, versions, tokens and results; no state between them is ever visible (the call is
+ * atomic), so each apply is still linearizable within its own call. A chain is answered per
+ * entry with its own predicted document and results; a refusal or a "stale" answer is every
+ * entry's answer (each retries).
+ *
+ * @example
+ * ```ts
+ * const units = foldChains(queued); // [{ keys, env, chain: [spec1, spec2, spec3] }, ...]
+ * ```
  */
 export function foldChains(batch: readonly GroupEntry[]): Unit[] {
   const units: Unit[] = [];

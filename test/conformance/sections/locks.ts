@@ -438,6 +438,56 @@ export function locksSection(ctx: Ctx): void {
       expect(await M1.lock('k', () => 'free', { nowait: true })).toBe('free');
     });
 
+    it('a cross-field rule holds under concurrent locks and applies from two clients', async () => {
+      const name = ctx.name('crossrace');
+      const pair = z
+        .object({ a: z.number().int(), b: z.number().int() })
+        .refine((d) => d.a + d.b <= 10, 'a + b must stay <= 10');
+      const M = [ctx.client(0).model(name, pair), ctx.client(1).model(name, pair)] as const;
+      await M[0].create('k', { a: 0, b: 0 });
+      const seen: Array<{ a: number; b: number }> = [];
+      const refused = { lock: 0, apply: 0 };
+      const expectInvalid = (err: unknown, counter: 'lock' | 'apply') => {
+        expect((err as { code?: string }).code).toBe('INVALID');
+        refused[counter] += 1;
+      };
+      // Lockers raise a to the most the rule allows for the b they read, while appliers move b
+      // up and down without taking the lock.
+      const locker = async (m: (typeof M)[number]) => {
+        for (let i = 0; i < 8; i++) {
+          await m
+            .lock('k', async (d) => {
+              await sleep(1);
+              d.a = 10 - d.b;
+            })
+            .catch((err: unknown) => expectInvalid(err, 'lock'));
+        }
+      };
+      const applier = async (m: (typeof M)[number], by: number) => {
+        for (let i = 0; i < 8; i++) {
+          await m
+            .apply('k', (d) => d.b.incr(by))
+            .catch((err: unknown) => expectInvalid(err, 'apply'));
+          seen.push((await m.get('k')).data);
+        }
+      };
+      await noHang(
+        Promise.all([
+          locker(M[0]),
+          locker(M[1]),
+          applier(M[0], 1),
+          applier(M[1], 1),
+          applier(M[0], -1),
+          applier(M[1], 2),
+        ]),
+        'lockers and appliers',
+      );
+      seen.push((await M[1].get('k')).data);
+      for (const d of seen) expect(d.a + d.b).toBeLessThanOrEqual(10);
+      // The rule was actually pressed: some writes had to be refused.
+      expect(refused.lock + refused.apply).toBeGreaterThan(0);
+    });
+
     it('named actions: two holders with different actions change disjoint fields concurrently; both kept', async () => {
       const M = both('actions');
       await M[0].create('k', init);

@@ -57,6 +57,7 @@ export class RedisBackend implements Backend {
   readonly #wakeups: Wakeups;
   /** This backend's wake-up channel (pub/sub). */
   readonly #channel: string;
+  readonly #onReady = (): void => this.#wakeups.recheckAll();
   readonly #leases = new Set<RedisLease>();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Promise<void>>();
@@ -99,6 +100,9 @@ export class RedisBackend implements Backend {
     );
     this.#channel = this.#layout.channel(this.#instance);
     this.#wakeups = new Wakeups(this.#client, this.#channel);
+    // Back after a dropped connection: a reply lost with it may have carried a grant to one of
+    // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
+    this.#client.on('ready', this.#onReady);
   }
 
   /** @internal the key layout (tests use it to clean up by prefix). */
@@ -352,14 +356,20 @@ export class RedisBackend implements Backend {
     }
     return this.#writes
       .runBatch(plan, async (keys, env) => {
-        const reply = JSON.parse(
-          (await this.#script(
+        let raw: unknown;
+        try {
+          raw = await this.#script(
             'commit',
             [...keys5, ...keys],
             [owner, keys5.length / 5, JSON.stringify(env), this.#channel],
             true,
-          )) as string,
-        ) as Reply & { grants?: LocalWakeups };
+          );
+        } catch (err) {
+          // The reply may be lost after the commit ran, and with it a grant to one of ours.
+          this.#wakeups.recheckAll();
+          throw err;
+        }
+        const reply = JSON.parse(raw as string) as Reply & { grants?: LocalWakeups };
         await this.#handOver(reply.grants);
         delete reply.grants;
         return reply;
@@ -369,7 +379,13 @@ export class RedisBackend implements Backend {
 
   /** @internal used by leases: releases without a commit; hands the keys to the next waiters. */
   async _release(keys5: string[], owner: string): Promise<void> {
-    const raw = await this.#script('release', keys5, [owner, this.#channel], true);
+    let raw: unknown;
+    try {
+      raw = await this.#script('release', keys5, [owner, this.#channel], true);
+    } catch (err) {
+      this.#wakeups.recheckAll();
+      throw err;
+    }
     await this.#handOver(JSON.parse(raw as string) as LocalWakeups);
   }
 
@@ -401,6 +417,7 @@ export class RedisBackend implements Backend {
     const leaving = [...this.#waiting.values()];
     for (const cancel of this.#waiting.keys()) cancel(closedError);
     await Promise.all(leaving);
+    this.#client.off('ready', this.#onReady);
     await this.#wakeups.close();
     if (this.#owned) await this.#client.quit().catch(() => this.#client.disconnect());
     this.#writes.clear();

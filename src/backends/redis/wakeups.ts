@@ -89,6 +89,15 @@ export class Wakeups {
     return woke;
   }
 
+  /**
+   * Wakes every waiter of this backend to look again: a commit or release whose reply was lost
+   * may have handed one of them the lease (the grant was in that reply). Each re-runs `acquire`,
+   * which answers "already yours" to the one that was granted.
+   */
+  recheckAll(): void {
+    for (const w of this.waiters.values()) w();
+  }
+
   /** Closes the pub/sub connection (if it was opened). */
   async close(): Promise<void> {
     const sub = this.#sub;

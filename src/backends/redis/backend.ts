@@ -221,7 +221,7 @@ export class RedisBackend implements Backend {
           [owner, wid, r.mode, leaseMs, wid ? '1' : '0', WAITER_TTL_MS, channel],
           true,
         )) as string,
-      ) as { ok: 1; fences: number[]; docs: Array<WireDoc | null> } | { ok: 0; retry: number };
+      ) as Grant | { ok: 0; retry: number };
     const make = (g: { fences: number[]; docs: Array<WireDoc | null> }) => {
       const lease = new RedisLease(this, {
         owner,
@@ -356,20 +356,12 @@ export class RedisBackend implements Backend {
     }
     return this.#writes
       .runBatch(plan, async (keys, env) => {
-        let raw: unknown;
-        try {
-          raw = await this.#script(
-            'commit',
-            [...keys5, ...keys],
-            [owner, keys5.length / 5, JSON.stringify(env), this.#channel],
-            true,
-          );
-        } catch (err) {
-          // The reply may be lost after the commit ran, and with it a grant to one of ours.
-          this.#wakeups.recheckAll();
-          throw err;
-        }
-        const reply = JSON.parse(raw as string) as Reply & { grants?: LocalWakeups };
+        const raw = await this.#serving(
+          'commit',
+          [...keys5, ...keys],
+          [owner, keys5.length / 5, JSON.stringify(env), this.#channel],
+        );
+        const reply = JSON.parse(raw) as Reply & { grants?: LocalWakeups };
         await this.#handOver(reply.grants);
         delete reply.grants;
         return reply;
@@ -379,14 +371,22 @@ export class RedisBackend implements Backend {
 
   /** @internal used by leases: releases without a commit; hands the keys to the next waiters. */
   async _release(keys5: string[], owner: string): Promise<void> {
-    let raw: unknown;
+    const raw = await this.#serving('release', keys5, [owner, this.#channel]);
+    await this.#handOver(JSON.parse(raw) as LocalWakeups);
+  }
+
+  /**
+   * Runs a script that may serve this process's waiters in its reply (commit, release). When it
+   * fails, the reply may have been lost after the script ran, and with it a grant to one of ours:
+   * every waiter looks again instead of waiting for its fallback timer.
+   */
+  async #serving(name: ScriptName, keys: string[], args: (string | number)[]): Promise<string> {
     try {
-      raw = await this.#script('release', keys5, [owner, this.#channel], true);
+      return (await this.#script(name, keys, args, true)) as string;
     } catch (err) {
       this.#wakeups.recheckAll();
       throw err;
     }
-    await this.#handOver(JSON.parse(raw as string) as LocalWakeups);
   }
 
   /**

@@ -58,7 +58,7 @@ export class Wakeups {
       });
       // Wake-ups published while we were disconnected are lost: re-check every waiter.
       sub.on('ready', () => {
-        for (const w of this.waiters.values()) w();
+        this.recheckAll();
       });
       try {
         await sub.subscribe(this.#channel);

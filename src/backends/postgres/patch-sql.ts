@@ -21,23 +21,23 @@ import { docId, RAW, type Raw } from './rows.js';
 import { jsonbProblem, lit, sqlState } from './sql.js';
 
 /**
- * A lease commit of ONE checked set/unset patch (what `Model.lock` commits: the schema check
- * rides along, for the fields other writers may have changed meanwhile), in one round trip when
- * the document did not move since the lease read it: the post-image is then the lease's
- * snapshot with the ops applied, so the check runs here, and the statement is the simple UPDATE,
- * inside a savepoint, made to FAIL (division by zero, which skips the COMMIT) when the row is at
- * another version than the snapshot's. Resolves undefined, with the lease's transaction intact
- * (rolled back to the savepoint), when the fast path does not apply or the document moved: the
- * caller runs the general (reading) path. A missing row or another incarnation matches nothing
- * and is refused as the simple path refuses it.
+ * The one-statement SQL of a lease write: a plain simple patch (`checked: false`), or a checked
+ * set/unset patch (what `Model.lock` commits: the schema check rides along, for the fields other
+ * writers may have changed meanwhile) checked here on the lease's snapshot with the ops applied,
+ * which is its post-image as long as the document did not move; its UPDATE then FAILS (division
+ * by zero) when the row is at another version than the snapshot's (`checked: true`: run it inside
+ * a savepoint and fall back to the general path on that failure). Undefined when not eligible.
  */
-export async function checkedSnapshotCommit(
+async function leaseWriteSql(
   ctx: PgContext,
-  conn: Conn,
   w: DocWrite,
   lease: PgLease,
-): Promise<WriteResult | undefined> {
-  if (w.kind !== 'patch' || !w.check || (w.guards && w.guards.length > 0)) return undefined;
+): Promise<{ sql: string; checked: boolean } | undefined> {
+  if (w.kind !== 'patch' || !w.check) {
+    const sql = simplePatchSql(ctx, w, lease);
+    return sql === undefined ? undefined : { sql, checked: false };
+  }
+  if (w.guards && w.guards.length > 0) return undefined;
   const snap = lease.snapshot(w.model, w.key);
   if (!snap || (w.expectVersion !== undefined && w.expectVersion !== snap.version)) {
     return undefined;
@@ -47,9 +47,27 @@ export async function checkedSnapshotCommit(
   const issues = await w.check(predicted.data);
   if (issues && issues.length > 0) return undefined; // the general path reads and refuses
   const sql = simplePatchSql(ctx, { ...w, check: undefined }, lease, snap.version);
-  if (!sql) return undefined;
+  return sql === undefined ? undefined : { sql, checked: true };
+}
+
+/**
+ * A lease commit of ONE checked set/unset patch in one round trip while the document has not
+ * moved (see {@link leaseWriteSql}): the UPDATE inside a savepoint, then COMMIT, which the
+ * UPDATE's failure skips. Resolves undefined, with the lease's transaction intact (rolled back to
+ * the savepoint), when the fast path does not apply or the document moved: the caller runs the
+ * general (reading) path. A missing row or another incarnation matches nothing and is refused as
+ * the simple path refuses it.
+ */
+export async function checkedSnapshotCommit(
+  ctx: PgContext,
+  conn: Conn,
+  w: DocWrite,
+  lease: PgLease,
+): Promise<WriteResult | undefined> {
+  const one = w.kind === 'patch' && w.check ? await leaseWriteSql(ctx, w, lease) : undefined;
+  if (!one) return undefined;
   try {
-    const res = await conn.query(`SAVEPOINT lockstep_checked; ${sql}; COMMIT`);
+    const res = await conn.query(`SAVEPOINT lockstep_checked; ${one.sql}; COMMIT`);
     await lease.releaseConn();
     return await simplePatchResult(ctx, w, (res[1]?.rows ?? []) as Raw[], lease);
   } catch (err) {
@@ -202,7 +220,8 @@ export async function whyRefused(
 /**
  * A lease commit of set/unset patches on several documents in ONE round trip: one message of one
  * `UPDATE` per document (checks in their WHERE clauses), a check that fails (division by zero)
- * unless every row now carries the lease's fence, and COMMIT, which the failure skips.
+ * unless every row now carries the lease's fence, and COMMIT, which the failure skips. Checked
+ * patches (lock commits) are checked on the lease's snapshots first ({@link leaseWriteSql}).
  */
 export async function multiSimpleCommit(
   ctx: PgContext,
@@ -215,8 +234,14 @@ export async function multiSimpleCommit(
   if (ids.size !== writes.length || writes.some((w) => !lease.covers(w.model, w.key))) {
     return undefined;
   }
-  const parts = writes.map((w) => simplePatchSql(ctx, w, lease));
-  if (parts.some((x) => x === undefined)) return undefined;
+  const parts: string[] = [];
+  let checked = false;
+  for (const w of writes) {
+    const part = await leaseWriteSql(ctx, w, lease);
+    if (!part) return undefined;
+    parts.push(part.sql);
+    checked ||= part.checked;
+  }
   // The UPDATEs as separate statements of one message, then a check that fails (division by
   // zero) unless every row now carries this lease's fence (unique: drawn from the fence sequence
   // for this lease alone, and a lease commits once), i.e. unless every UPDATE matched. A failed
@@ -224,13 +249,19 @@ export async function multiSimpleCommit(
   // (Several statements cost the server far less than one statement of data-modifying CTEs.)
   const first = writes[0] as DocWrite;
   const check = `SELECT 1 / (count(*)::int / ${writes.length}) AS ok FROM ${ctx.table(first.model)} WHERE key IN (${writes.map((w) => lit(w.key)).join(', ')}) AND fence = ${lease.fence}`;
-  const sql = `${parts.join('; ')}; ${check}; COMMIT`;
+  // Checked writes (see leaseWriteSql) run inside a savepoint: when one of their documents moved,
+  // the lease's transaction is rolled back to it and the general path checks the merges.
+  const sql = `${checked ? 'SAVEPOINT lockstep_checked; ' : ''}${parts.join('; ')}; ${check}; COMMIT`;
   let rows: Raw[];
   try {
     const res = await conn.query(sql);
-    rows = writes.map((_, i) => res[i]?.rows[0] as Raw);
+    rows = writes.map((_, i) => res[checked ? i + 1 : i]?.rows[0] as Raw);
   } catch (err) {
     if (sqlState(err) !== '22012') throw err;
+    if (checked) {
+      await conn.query('ROLLBACK TO SAVEPOINT lockstep_checked');
+      return undefined;
+    }
     rows = [];
   }
   await lease.releaseConn();

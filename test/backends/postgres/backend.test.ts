@@ -93,6 +93,27 @@ describe('postgres backend', () => {
       });
       expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT lockstep_checked'))).toBe(true);
       expect((await O.get('k')).data).toStrictEqual({ a: 2, b: 3 });
+      // Several documents under one lease: the same, in one message for all of them.
+      await M.put('x', { a: 0, b: 0 });
+      await M.put('y', { a: 0, b: 0 });
+      seen.length = 0;
+      await M.lock(['x', 'y'], ([x, y]) => {
+        (x as { a: number }).a = 1;
+        (y as { a: number }).a = 2;
+      });
+      expect(seen.filter((t) => t.startsWith('SAVEPOINT lockstep_checked')).length).toBe(1);
+      expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT'))).toBe(false);
+      seen.length = 0;
+      await expect(
+        M.lock(['x', 'y'], async ([x, y]) => {
+          await O.apply('y', (d) => d.b.incr(5));
+          (x as { a: number }).a = 3;
+          (y as { a: number }).a = 6; // 6 + 5 > 10: the whole commit is refused
+        }),
+      ).rejects.toMatchObject({ code: 'INVALID' });
+      expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT lockstep_checked'))).toBe(true);
+      expect((await O.get('x')).data).toStrictEqual({ a: 1, b: 0 });
+      expect((await O.get('y')).data).toStrictEqual({ a: 2, b: 5 });
     } finally {
       await store.close();
       await other.close();

@@ -14,6 +14,8 @@ export interface Grant {
   ok: 1;
   fences: number[];
   docs: Array<WireDoc | null>;
+  /** Set in a commit's reply: the document is as that commit left it, sent without its fields. */
+  p?: 1;
 }
 
 /** Wake-ups returned in a script's reply: [waiter id, grant or null (wake up, try again)]. */

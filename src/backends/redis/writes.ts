@@ -50,14 +50,28 @@ interface Prediction {
   readonly issues: Map<number, readonly CheckIssue[]>;
   readonly speculated: boolean;
   /** For a batch of one checked patch predicted to apply: its exact predicted outcome. */
-  readonly outcome?: { data: Data; version: number; results: Json[] };
+  readonly outcome?: Outcome;
+}
+
+/** The exact predicted outcome of a batch of one checked patch (post-image, version, results). */
+export interface Outcome {
+  readonly data: Data;
+  readonly version: number;
+  readonly results: Json[];
 }
 
 /**
  * Sends one attempt's envelope to a script and returns its reply. `spec`, when given, is the
- * exact predicted outcome of a one-write batch (group commit may fold a chain of them).
+ * exact predicted outcome of a one-write batch that group commit may fold with its neighbours;
+ * `outcome`, the predicted outcome of any one-write batch predicted to apply (a lock commit may
+ * then be answered without the document's fields).
  */
-export type Send = (keys: string[], env: object, spec?: Speculation) => Promise<Reply>;
+export type Send = (
+  keys: string[],
+  env: object,
+  spec?: Speculation,
+  outcome?: Outcome,
+) => Promise<Reply>;
 
 /** A write batch compiled for the scripts. */
 export interface Plan {
@@ -302,7 +316,12 @@ export class WritePath {
       const env: { t: string; w: unknown[]; sd?: number[] } = { t: token, w: plan.wire };
       // On "stale", the script returns every checked document, so all bases get refreshed.
       if (prediction) env.sd = [...prediction.used.keys()].map((d) => d + 1);
-      const reply = await send(plan.keys, env, this.#speculation(plan, env.t, prediction));
+      const reply = await send(
+        plan.keys,
+        env,
+        this.#speculation(plan, env.t, prediction),
+        prediction?.speculated && plan.writes.length === 1 ? prediction.outcome : undefined,
+      );
       if (reply.ok === 1) {
         if (prediction) {
           for (const [d, used] of prediction.used) {

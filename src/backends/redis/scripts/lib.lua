@@ -842,8 +842,10 @@ end
 -- the lease here (hand-off without a round trip: the wake-up carries its fence and the document
 -- as of now); a multi-key waiter is only woken, to try all its keys at once. A wake-up for the
 -- caller's own process (loc.ch is its channel) goes into loc, for the script's reply, instead of
--- pub/sub (loc.docs: B -> the document's JSON as the caller's batch just committed it, if known): that process reads it with the reply it is waiting for anyway, and can start the next
--- holder before it resumes the one that just committed.
+-- pub/sub (loc.docs: B -> the document's JSON as the caller's batch just committed it, if known;
+-- loc.pdocs: the same without its fields, which the caller predicted, for the caller's own
+-- waiters only, flagged "p"): that process reads it with the reply it is waiting for anyway, and
+-- can start the next holder before it resumes the one that just committed.
 local function serve(w, L, Q, QA, B, F, now, loc)
   local payload = 'null'
   local granted = false
@@ -851,8 +853,13 @@ local function serve(w, L, Q, QA, B, F, now, loc)
     redis.call('LREM', Q, 1, w.id)
     redis.call('HDEL', QA, w.id)
     local fence = grant(L, w.owner, w.mode, w.lease, now, F)
-    local doc = loc and loc.docs and loc.docs[B] or doc_json(B)
-    payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. doc .. ']}'
+    local pdoc = loc and w.ch == loc.ch and loc.pdocs and loc.pdocs[B]
+    if pdoc then
+      payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. pdoc .. '],"p":1}'
+    else
+      local doc = loc and loc.docs and loc.docs[B] or doc_json(B)
+      payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. doc .. ']}'
+    end
     granted = true
   end
   if loc and w.ch == loc.ch then

@@ -1,0 +1,153 @@
+/**
+ * The lock commit's short path (fast_commit in commit.lua): when the document has not moved since
+ * the lease's snapshot, the commit stores the changed fields after one HMGET, without loading the
+ * document, and the next holder of this process gets the document from our own prediction. These
+ * tests watch the commands the scripts run (MONITOR) to prove the short path is taken, and that
+ * what every holder sees and leaves is still exact: within one process, across two processes
+ * (whose grants must carry the whole document), and when a writer without the lock moves the
+ * document in between (the general path takes over).
+ */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { redis } from '../../../src/backends/redis/index.js';
+import { KeyLayout } from '../../../src/backends/redis/keys.js';
+import { createStore } from '../../../src/index.js';
+import { dropPrefix } from './drop-prefix.js';
+
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `lslc:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+const Doc = z.object({ n: z.number().int(), other: z.string(), tags: z.array(z.string()) });
+
+let admin: Redis;
+let monitor: Awaited<ReturnType<Redis['monitor']>>;
+/** Commands run on the test's documents (inside scripts too), as [command, first key]. */
+const seen: Array<[string, string]> = [];
+
+beforeAll(async () => {
+  admin = new Redis(url);
+  monitor = await new Redis(url).monitor();
+  const docPrefix = new KeyLayout(prefix).doc('doc', 'x').doc.split('{')[0] as string;
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    const [cmd, key] = args;
+    if (cmd && key?.startsWith(docPrefix)) seen.push([cmd.toUpperCase(), key]);
+  });
+});
+
+afterAll(async () => {
+  monitor.disconnect();
+  await dropPrefix(admin, prefix);
+  await admin.quit();
+});
+
+/** Waits until MONITOR has shown everything sent so far (a PING round trip on the monitor). */
+async function settle(): Promise<void> {
+  await admin.ping();
+  await new Promise((r) => setTimeout(r, 50));
+}
+
+const count = (cmd: string, key: string) => seen.filter(([c, k]) => c === cmd && k === key).length;
+
+describe('redis lock commit without loading the document', () => {
+  it('one process: every commit takes the short path, and every holder sees the exact document', async () => {
+    const store = createStore(redis({ url, prefix }));
+    try {
+      const M = store.model('doc', Doc);
+      await M.put('one', { n: 0, other: 'kept', tags: [] });
+      const docKey = new KeyLayout(prefix).doc('doc', 'one').doc;
+      await settle();
+      seen.length = 0;
+      const snapshots: string[] = [];
+      await Promise.all(
+        Array.from({ length: 8 }, (_, t) =>
+          (async () => {
+            for (let i = 0; i < 10; i++) {
+              await M.lock('one', (d) => {
+                snapshots.push(JSON.stringify({ other: d.other, tags: d.tags.length, n: d.n }));
+                d.n += 1;
+                if (i === 0) d.tags.push(`t${t}`);
+              });
+            }
+          })(),
+        ),
+      );
+      const final = await M.get('one');
+      expect(final.data.n).toBe(80);
+      expect(final.data.other).toBe('kept');
+      expect([...final.data.tags].sort()).toEqual(['t0', 't1', 't2', 't3', 't4', 't5', 't6', 't7']);
+      expect(final.version).toBe(81);
+      // Each holder saw the count left by the one before it: 0..79, each exactly once.
+      const ns = snapshots.map((s) => (JSON.parse(s) as { n: number }).n).sort((a, b) => a - b);
+      expect(ns).toEqual(Array.from({ length: 80 }, (_, i) => i));
+      for (const s of snapshots) expect((JSON.parse(s) as { other: string }).other).toBe('kept');
+      await settle();
+      // 80 commits, each one HMGET of the fields' versions and one HSET: the short path.
+      expect(count('HMGET', docKey)).toBe(80);
+      expect(count('HSET', docKey)).toBe(80);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('two processes: grants to the other process carry the whole document', async () => {
+    const one = createStore(redis({ url, prefix }));
+    const two = createStore(redis({ url, prefix }));
+    try {
+      const A = one.model('doc', Doc);
+      const B = two.model('doc', Doc);
+      await A.put('two', { n: 0, other: 'kept', tags: ['a'] });
+      const bad: string[] = [];
+      await Promise.all(
+        Array.from({ length: 8 }, (_, t) =>
+          (async () => {
+            const M = t % 2 === 0 ? A : B;
+            for (let i = 0; i < 15; i++) {
+              await M.lock('two', (d) => {
+                if (d.other !== 'kept' || d.tags.join() !== 'a') bad.push(JSON.stringify(d));
+                d.n += 1;
+              });
+            }
+          })(),
+        ),
+      );
+      expect(bad).toEqual([]);
+      expect((await A.get('two')).data).toEqual({ n: 120, other: 'kept', tags: ['a'] });
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  it('a write without the lock in between: the commit is predicted again, the holder keeps its field, the writer keeps its own', async () => {
+    const store = createStore(redis({ url, prefix }));
+    const other = createStore(redis({ url, prefix }));
+    try {
+      const M = store.model('doc', Doc);
+      const O = other.model('doc', Doc);
+      await M.put('three', { n: 0, other: 'start', tags: [] });
+      const docKey = new KeyLayout(prefix).doc('doc', 'three').doc;
+      await settle();
+      seen.length = 0;
+      await M.lock('three', async (d) => {
+        d.n = 41;
+        // Another process changes another field while we hold the lock.
+        await O.apply('three', (o) => o.other.set('moved'));
+      });
+      expect((await M.get('three')).data).toEqual({ n: 41, other: 'moved', tags: [] });
+      await settle();
+      // The short path looked (HMGET) and saw the document moved; the general path loaded it and
+      // answered "stale" with it; the commit was predicted again on it and took the short path.
+      expect(count('HMGET', docKey)).toBe(2);
+      expect(count('HGETALL', docKey)).toBeGreaterThanOrEqual(1);
+      // The next holder of this process starts from the merged document.
+      await M.lock('three', (d) => {
+        expect(d).toEqual({ n: 41, other: 'moved', tags: [] });
+        d.n += 1;
+      });
+      expect((await O.get('three')).data).toEqual({ n: 42, other: 'moved', tags: [] });
+    } finally {
+      await store.close();
+      await other.close();
+    }
+  });
+});

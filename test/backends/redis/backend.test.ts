@@ -402,6 +402,55 @@ describe('leases', () => {
     await Promise.all(others.map((o) => o.close()));
   });
 
+  it('a commit or release hands over to a multi-key or shared waiter at the head of the queue at once', async () => {
+    // A sole holder's release takes the short hand-off (release_owner in lib.lua); a head it
+    // cannot grant there (several keys, or shared) must still be woken now, not by its fallback
+    // timer (seconds away with leaseMs 30 s): each waiter's timeout below is far shorter.
+    const m = model();
+    await b.write([
+      { kind: 'create', model: m, key: 'k', data: { n: 0 } },
+      { kind: 'create', model: m, key: 'k2', data: { n: 0 } },
+    ]);
+    const queueKey = new KeyLayout(prefix).lease(new KeyLayout(prefix).doc(m, 'k'), 'default').queue;
+    const other = redis({ url, prefix });
+    try {
+      for (const end of ['commit', 'release'] as const) {
+        const slow = { leaseMs: 30_000, timeoutMs: 2_000 };
+        const holder = await b.acquire(lease(m, ['k'], { leaseMs: 30_000 }));
+        const order: string[] = [];
+        const wait = (who: string, backend: Backend, req: LeaseRequest) =>
+          backend.acquire(req).then(async (l) => {
+            order.push(who);
+            await l?.release();
+          });
+        const waiters: Promise<void>[] = [];
+        const queue = async (who: string, backend: Backend, req: LeaseRequest, len: number) => {
+          waiters.push(wait(who, backend, req));
+          for (let t = 0; t < 500 && (await admin.llen(queueKey)) < len; t++) {
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        };
+        await queue('multi', other, lease(m, ['k', 'k2'], slow), 1);
+        await queue('shared1', b, lease(m, ['k'], { ...slow, mode: 'shared' }), 2);
+        await queue('shared2', other, lease(m, ['k'], { ...slow, mode: 'shared' }), 3);
+        await queue('exclusive', b, lease(m, ['k'], slow), 4);
+        if (end === 'commit') {
+          const r = await holder?.commit([
+            { kind: 'patch', model: m, key: 'k', ops: [{ op: 'incr', field: 'n', by: 1 }] },
+          ]);
+          expect(r?.applied).toBe(true);
+        } else await holder?.release();
+        await Promise.all(waiters);
+        expect(order[0]).toBe('multi');
+        expect(order.slice(1, 3).sort()).toEqual(['shared1', 'shared2']);
+        expect(order[3]).toBe('exclusive');
+      }
+      expect(await admin.llen(queueKey)).toBe(0);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('hands over to waiters of the same process in the commit reply, to others by pub/sub', async () => {
     // Every backend publishes its wake-ups on `<prefix>:wake:<instance>`: watch them all.
     const own = `lshand:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;

@@ -816,10 +816,11 @@ local function live_queue(Q, QA, now)
   return out
 end
 
-local function grant(L, owner, mode, leaseMs, now, F)
+-- fresh: L was just deleted (no ttl to keep), so the expiry is set without asking for it.
+local function grant(L, owner, mode, leaseMs, now, F, fresh)
   local fence = redis.call('INCR', F)
   redis.call('HSET', L, 'm', mode, 'o:' .. owner, now + leaseMs, 'f:' .. owner, fence)
-  if redis.call('PTTL', L) < leaseMs then redis.call('PEXPIRE', L, leaseMs) end
+  if fresh or redis.call('PTTL', L) < leaseMs then redis.call('PEXPIRE', L, leaseMs) end
   return fence
 end
 
@@ -846,13 +847,14 @@ end
 -- loc.pdocs: the same without its fields, which the caller predicted, for the caller's own
 -- waiters only, flagged "p"): that process reads it with the reply it is waiting for anyway, and
 -- can start the next holder before it resumes the one that just committed.
-local function serve(w, L, Q, QA, B, F, now, loc)
+-- popped: w was taken off Q already (pop_head); fresh: see grant.
+local function serve(w, L, Q, QA, B, F, now, loc, popped, fresh)
   local payload = 'null'
   local granted = false
   if w.n == 1 then
-    redis.call('LREM', Q, 1, w.id)
+    if not popped then redis.call('LREM', Q, 1, w.id) end
     redis.call('HDEL', QA, w.id)
-    local fence = grant(L, w.owner, w.mode, w.lease, now, F)
+    local fence = grant(L, w.owner, w.mode, w.lease, now, F, fresh)
     local pdoc = loc and w.ch == loc.ch and loc.pdocs and loc.pdocs[B]
     if pdoc then
       payload = '{"ok":1,"fences":[' .. fence .. '],"docs":[' .. pdoc .. '],"p":1}'
@@ -926,9 +928,55 @@ local function grantable(L, Q, QA, wid, mode, now)
   return ok, retry
 end
 
-local function release_owner(L, Q, QA, B, F, owner, now, loc)
-  redis.call('HDEL', L, 'o:' .. owner, 'f:' .. owner)
+-- The head of the queue taken off it (dead entries are dropped on the way), or nil.
+local function pop_head(Q, QA, now)
+  while true do
+    local id = redis.call('LPOP', Q)
+    if not id then return nil end
+    local w = parse_waiter(redis.call('HGET', QA, id))
+    if w and w.exp > now then
+      w.id = id
+      return w
+    end
+    redis.call('HDEL', QA, id)
+  end
+end
+
+-- sole: the caller knows it is the only live owner of L (lease_state), so L is simply deleted
+-- and, when the head of the queue is one exclusive single-key waiter, handed to it with fewer
+-- calls (the common hand-off: DEL, LPOP, HGET, HDEL, INCR, HSET, PEXPIRE).
+local function release_owner(L, Q, QA, B, F, owner, now, loc, sole)
+  if not sole then
+    redis.call('HDEL', L, 'o:' .. owner, 'f:' .. owner)
+    wake(L, Q, QA, B, F, now, loc)
+    return
+  end
+  redis.call('DEL', L)
+  local head = pop_head(Q, QA, now)
+  if not head then return end
+  if head.mode == 'exclusive' and head.n == 1 then
+    serve(head, L, Q, QA, B, F, now, loc, true, true)
+    return
+  end
+  redis.call('LPUSH', Q, head.id)
   wake(L, Q, QA, B, F, now, loc)
+end
+
+-- L's live owners in one HGETALL: owner -> expiry (expired owners left out), and their count.
+local function lease_state(L, now)
+  local h = redis.call('HGETALL', L)
+  local owners, count = {}, 0
+  for i = 1, #h, 2 do
+    local k = h[i]
+    if ssub(k, 1, 2) == 'o:' then
+      local exp = tonumber(h[i + 1])
+      if exp > now then
+        owners[ssub(k, 3)] = exp
+        count = count + 1
+      end
+    end
+  end
+  return owners, count
 end
 
 -- Does `owner` still hold L (present and unexpired)?

@@ -59,6 +59,17 @@ export class RedisBackend implements Backend {
   /** This backend's wake-up channel (pub/sub). */
   readonly #channel: string;
   readonly #onReady = (): void => this.#wakeups.recheckAll();
+  /**
+   * Script calls written on the connection and not answered yet: each fails at once when the
+   * connection closes (ioredis would leave them pending until commandTimeoutMs, since it does
+   * not resend them).
+   */
+  readonly #inflight = new Set<(err: Error) => void>();
+  readonly #onClose = (): void => {
+    if (this.#inflight.size === 0) return;
+    const lost = new Error('the connection to Redis closed before the reply arrived');
+    for (const fail of [...this.#inflight]) fail(lost);
+  };
   readonly #leases = new Set<RedisLease>();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Promise<void>>();
@@ -104,6 +115,7 @@ export class RedisBackend implements Backend {
     // Back after a dropped connection: a reply lost with it may have carried a grant to one of
     // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
     this.#client.on('ready', this.#onReady);
+    this.#client.on('close', this.#onClose);
   }
 
   /** @internal the key layout (tests use it to clean up by prefix). */
@@ -117,17 +129,34 @@ export class RedisBackend implements Backend {
     }
   }
 
-  async #script(
+  /**
+   * Runs a script; driver failures become BackendError. A call written on a ready connection
+   * fails as soon as that connection closes, with `outcomeUnknown` when it writes (the script
+   * may have run). A call made while disconnected waits in ioredis's offline queue instead.
+   */
+  #script(
     name: ScriptName,
     keys: string[],
     args: (string | number)[],
     writes: boolean,
   ): Promise<unknown> {
-    try {
-      return await runScript(this.#client, name, keys, args, this.#scripts);
-    } catch (err) {
-      throw toBackendError(`${name} script`, err, writes);
-    }
+    const watch = !(this.#client instanceof Cluster) && (this.#client as Redis).status === 'ready';
+    return new Promise<unknown>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        if (watch) this.#inflight.delete(fail);
+        reject(toBackendError(`${name} script`, err, writes));
+      };
+      if (watch) this.#inflight.add(fail);
+      runScript(this.#client, name, keys, args, this.#scripts).then((v) => {
+        if (settled) return;
+        settled = true;
+        if (watch) this.#inflight.delete(fail);
+        resolve(v);
+      }, fail);
+    });
   }
 
   // ------------------------------------------------------------------------------------ read
@@ -456,6 +485,7 @@ export class RedisBackend implements Backend {
     for (const cancel of this.#waiting.keys()) cancel(closedError);
     await Promise.all(leaving);
     this.#client.off('ready', this.#onReady);
+    this.#client.off('close', this.#onClose);
     await this.#wakeups.close();
     if (this.#owned) await this.#client.quit().catch(() => this.#client.disconnect());
     this.#writes.clear();

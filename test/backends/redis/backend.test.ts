@@ -411,7 +411,10 @@ describe('leases', () => {
       { kind: 'create', model: m, key: 'k', data: { n: 0 } },
       { kind: 'create', model: m, key: 'k2', data: { n: 0 } },
     ]);
-    const queueKey = new KeyLayout(prefix).lease(new KeyLayout(prefix).doc(m, 'k'), 'default').queue;
+    const queueKey = new KeyLayout(prefix).lease(
+      new KeyLayout(prefix).doc(m, 'k'),
+      'default',
+    ).queue;
     const other = redis({ url, prefix });
     try {
       for (const end of ['commit', 'release'] as const) {

@@ -245,6 +245,46 @@ describe('connection faults', () => {
     expect(backend.some((e) => /redis .* failed/.test((e as Error).message))).toBe(true);
   });
 
+  it('a script in flight when its connection closes fails then, not at the command timeout', async () => {
+    // The client has no command timeout, and ioredis does not resend (nor fail) what was in
+    // flight: without the backend's 'close' handling, the calls below would wait forever.
+    const name = `inflight${process.pid}`;
+    const client = new Redis(url, { connectionName: name, autoResendUnfulfilledCommands: false });
+    client.on('error', () => {});
+    const store = createStore(redis({ client, prefix }));
+    const M = store.model(`${name}_m`, schema);
+    await M.create('k', { n: 0 });
+    // The apply below then goes out as its write at once (its document is known: no read first).
+    await M.apply('k', (d) => d.n.incr(0));
+    try {
+      // Held by the server: the scripts are on the wire, not run.
+      await admin.client('PAUSE', 3_000, 'WRITE');
+      const settled = Promise.allSettled([
+        M.apply('k', (d) => d.n.incr(1)),
+        M.lock('k', (d) => void (d.n += 10), { leaseMs: 5_000 }),
+      ]);
+      await sleep(100);
+      // Ours and its pub/sub duplicate (same name).
+      expect(await killConnections(name)).toBeGreaterThanOrEqual(1);
+      const [w, l] = await settled;
+      for (const r of [w, l]) {
+        expect(r.status).toBe('rejected');
+        const err = (r as PromiseRejectedResult).reason as BackendError;
+        expect(err).toBeInstanceOf(BackendError);
+        expect(err.outcomeUnknown).toBe(true);
+        expect(err.message).toMatch(/closed before the reply arrived/);
+      }
+    } finally {
+      await admin.client('UNPAUSE');
+    }
+    // Killed before they ran: nothing was written, and the store works again.
+    expect((await M.get('k')).data.n).toBe(0);
+    expect((await M.apply('k', (d) => d.n.incr(1))).applied).toBe(true);
+    expect((await M.get('k')).data.n).toBe(1);
+    await store.close();
+    await client.quit();
+  });
+
   it('CLIENT PAUSE past the command timeout: BackendError with outcomeUnknown, then recovery', async () => {
     const name = `pause${process.pid}`;
     const errors = await bankAndCampaign(

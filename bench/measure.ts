@@ -37,6 +37,29 @@ export async function measure(
   return { ops: lat.length, ms: performance.now() - t0, lat };
 }
 
+/**
+ * Seconds each side of a comparison runs, uncounted, before its measured rounds
+ * (`BENCH_WARMUP`, default 1): both sides reach steady state (JIT-compiled code, warm
+ * connections, caches) before anything is counted, as in a long-running server.
+ */
+export const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP ?? 1);
+
+/**
+ * Runs each of `fns` for {@link WARMUP_SECONDS} with `workers` loops, and discards the result.
+ *
+ * @example
+ * ```ts
+ * await warmUp(16, [anchor, ours]);
+ * ```
+ */
+export async function warmUp(
+  workers: number,
+  fns: ReadonlyArray<(worker: number) => Promise<unknown>>,
+): Promise<void> {
+  if (!(WARMUP_SECONDS > 0)) return;
+  for (const fn of fns) await measure(workers, WARMUP_SECONDS, fn);
+}
+
 /** The `p` quantile (0..1) of `xs` (0 when empty). Sorts a copy. */
 export function percentile(xs: readonly number[], p: number): number {
   if (xs.length === 0) return 0;

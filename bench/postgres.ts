@@ -11,14 +11,14 @@
  *    `BEGIN; SELECT ... WHERE id IN (a, b) ORDER BY id FOR UPDATE; UPDATE; UPDATE; COMMIT`,
  *    and `store.apply` (guarded incr on both accounts) for reference.
  *
- * Each pair is measured twice, interleaved (anchor, lockstep, anchor, lockstep), and the two
+ * Each side first runs uncounted for BENCH_WARMUP seconds (default 1); then each pair is measured twice, interleaved (anchor, lockstep, anchor, lockstep), and the two
  * rounds are summed, to even out a shared machine's noise. Run: `npm run bench -- postgres`.
  */
 import pg from 'pg';
 import { z } from 'zod';
 import { postgres } from '../src/backends/postgres/index.js';
 import { createStore } from '../src/store/index.js';
-import { measure as measureLoad, percentile } from './measure.js';
+import { measure as measureLoad, percentile, WARMUP_SECONDS, warmUp } from './measure.js';
 
 const URL_ = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const POOL = 16;
@@ -50,6 +50,7 @@ async function pair(
 ): Promise<string[]> {
   let a: Measure | undefined;
   const o: Array<Measure | undefined> = ours.map(() => undefined);
+  await warmUp(WORKERS, [anchor, ...ours.map(([, fn]) => fn)]);
   for (let round = 0; round < 2; round++) {
     a = add(a, await measure(anchor));
     for (let i = 0; i < ours.length; i++)
@@ -104,7 +105,7 @@ export default async function main(): Promise<void> {
     };
 
     console.log(
-      `postgres bench: pool ${POOL}, ${WORKERS} workers, ${SECONDS}s x 2 interleaved rounds per side`,
+      `postgres bench: pool ${POOL}, ${WORKERS} workers, ${WARMUP_SECONDS}s warm-up, then ${SECONDS}s x 2 interleaved rounds per side`,
     );
     await pair(
       '1. lock, read, modify, commit (one hot row)',

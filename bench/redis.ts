@@ -14,7 +14,8 @@
  *    holder's fn returns to the moment the other process's fn starts (commit + release + pub/sub
  *    wake-up + acquire + read). p50/p99.
  *
- * Each pair is measured twice, interleaved, to even out a shared machine's noise.
+ * Each side first runs uncounted for BENCH_WARMUP seconds (default 1), then each pair is measured
+ * twice, interleaved, to even out a shared machine's noise.
  * Run: `npm run bench -- redis` (REDIS_URL, default redis://127.0.0.1:6379; BENCH_SECONDS=2;
  * BENCH_ONLY=1,2 runs only those sections).
  */
@@ -26,7 +27,13 @@ import { z } from 'zod';
 import { redis } from '../src/backends/redis/index.js';
 import { KeyLayout } from '../src/backends/redis/keys.js';
 import { createStore } from '../src/index.js';
-import { type Measure, measure as measureLoad, percentile } from './measure.js';
+import {
+  type Measure,
+  measure as measureLoad,
+  percentile,
+  WARMUP_SECONDS,
+  warmUp,
+} from './measure.js';
 
 const URL_ = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const WORKERS = 16;
@@ -48,6 +55,7 @@ async function pair(
 ): Promise<string> {
   const a: Measure = { ops: 0, ms: 0, lat: [] };
   const o: Measure = { ops: 0, ms: 0, lat: [] };
+  await warmUp(WORKERS, [anchor, ours]);
   for (let round = 0; round < 2; round++) {
     for (const [acc, fn] of [
       [a, anchor],
@@ -134,7 +142,7 @@ export default async function main(): Promise<void> {
   const redlock = new Redlock([raw], { retryCount: -1 });
   try {
     console.log(
-      `redis bench: ${WORKERS} workers on one hot key, ${SECONDS}s x 2 interleaved rounds per side`,
+      `redis bench: ${WORKERS} workers on one hot key, ${WARMUP_SECONDS}s warm-up, then ${SECONDS}s x 2 interleaved rounds per side`,
     );
     if (ONLY.has('1'))
       await pair(

@@ -16,7 +16,8 @@ import type {
   WriteResult,
 } from '../../store/backend.js';
 import { type TrackedLease, trackLease } from '../../sync/tracked-leases.js';
-import { openClient, serverIdentity, toBackendError } from './client.js';
+import { InflightCalls } from './calls.js';
+import { openClient, serverIdentity } from './client.js';
 import { GroupCommit } from './group.js';
 import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
@@ -59,17 +60,9 @@ export class RedisBackend implements Backend {
   /** This backend's wake-up channel (pub/sub). */
   readonly #channel: string;
   readonly #onReady = (): void => this.#wakeups.recheckAll();
-  /**
-   * Script calls written on the connection and not answered yet: each fails at once when the
-   * connection closes (ioredis would leave them pending until commandTimeoutMs, since it does
-   * not resend them).
-   */
-  readonly #inflight = new Set<(err: Error) => void>();
-  readonly #onClose = (): void => {
-    if (this.#inflight.size === 0) return;
-    const lost = new Error('the connection to Redis closed before the reply arrived');
-    for (const fail of [...this.#inflight]) fail(lost);
-  };
+  /** Script calls waiting for their reply: timeouts, and failure when the connection closes. */
+  readonly #calls: InflightCalls;
+  readonly #onClose = (): void => this.#calls.connectionClosed();
   readonly #leases = new Set<RedisLease>();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Promise<void>>();
@@ -95,7 +88,14 @@ export class RedisBackend implements Backend {
     }
     this.#scripts = scripts;
     this.#layout = new KeyLayout(prefix, options.hashTag);
+    const timeout = options.commandTimeoutMs;
+    if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
+      throw new ValidationError('redis commandTimeoutMs', [
+        { message: 'give a number of milliseconds > 0' },
+      ]);
+    }
     const { client, owned } = openClient(options);
+    this.#calls = new InflightCalls(timeout ?? (owned ? 10_000 : undefined));
     this.#client = client;
     this.#owned = owned;
     this.#server = serverIdentity(client);
@@ -111,7 +111,11 @@ export class RedisBackend implements Backend {
       this.#cluster,
     );
     this.#channel = this.#layout.channel(this.#instance);
-    this.#wakeups = new Wakeups(this.#client, this.#channel);
+    this.#wakeups = new Wakeups(
+      this.#client,
+      this.#channel,
+      timeout ?? (owned ? 10_000 : undefined),
+    );
     // Back after a dropped connection: a reply lost with it may have carried a grant to one of
     // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
     this.#client.on('ready', this.#onReady);
@@ -130,9 +134,9 @@ export class RedisBackend implements Backend {
   }
 
   /**
-   * Runs a script; driver failures become BackendError. A call written on a ready connection
-   * fails as soon as that connection closes, with `outcomeUnknown` when it writes (the script
-   * may have run). A call made while disconnected waits in ioredis's offline queue instead.
+   * Runs a script; driver failures become BackendError. A call fails after `commandTimeoutMs`,
+   * and, when it was written on a ready connection, as soon as that connection closes, with
+   * `outcomeUnknown` when it writes (the script may have run). See calls.ts.
    */
   #script(
     name: ScriptName,
@@ -140,23 +144,10 @@ export class RedisBackend implements Backend {
     args: (string | number)[],
     writes: boolean,
   ): Promise<unknown> {
-    const watch = !(this.#client instanceof Cluster) && (this.#client as Redis).status === 'ready';
-    return new Promise<unknown>((resolve, reject) => {
-      let settled = false;
-      const fail = (err: unknown) => {
-        if (settled) return;
-        settled = true;
-        if (watch) this.#inflight.delete(fail);
-        reject(toBackendError(`${name} script`, err, writes));
-      };
-      if (watch) this.#inflight.add(fail);
-      runScript(this.#client, name, keys, args, this.#scripts).then((v) => {
-        if (settled) return;
-        settled = true;
-        if (watch) this.#inflight.delete(fail);
-        resolve(v);
-      }, fail);
-    });
+    const onWire = !(this.#client instanceof Cluster) && (this.#client as Redis).status === 'ready';
+    return this.#calls.run(`${name} script`, writes, onWire, () =>
+      runScript(this.#client, name, keys, args, this.#scripts),
+    );
   }
 
   // ------------------------------------------------------------------------------------ read
@@ -486,6 +477,7 @@ export class RedisBackend implements Backend {
     await Promise.all(leaving);
     this.#client.off('ready', this.#onReady);
     this.#client.off('close', this.#onClose);
+    this.#calls.stop();
     await this.#wakeups.close();
     if (this.#owned) await this.#client.quit().catch(() => this.#client.disconnect());
     this.#writes.clear();

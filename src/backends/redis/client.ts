@@ -15,14 +15,14 @@ const DEFAULT_URL = 'redis://127.0.0.1:6379';
  * const { client, owned } = openClient({ url: 'redis://127.0.0.1:6379' });
  * ```
  */
-export function openClient(o: {
-  url?: string | undefined;
-  client?: Redis | Cluster | undefined;
-  commandTimeoutMs?: number | undefined;
-}): { client: Redis | Cluster; owned: boolean } {
+export function openClient(o: { url?: string | undefined; client?: Redis | Cluster | undefined }): {
+  client: Redis | Cluster;
+  owned: boolean;
+} {
   if (o.client) return { client: o.client, owned: false };
   const client = new Redis(o.url ?? process.env.REDIS_URL ?? DEFAULT_URL, {
-    commandTimeout: o.commandTimeoutMs ?? 10_000,
+    // No commandTimeout: the backend times its script calls itself (calls.ts), with one timer
+    // for all of them instead of one per command.
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 2,
     // Lock hand-offs are sequential round trips: auto-pipelining only adds latency to them,

@@ -68,7 +68,11 @@ export interface RedisBackendOptions {
    * `<model>:<key>`. Documents with the same hash tag can be written together in Cluster mode.
    */
   hashTag?: (model: string, key: string) => string;
-  /** Per-command timeout of the client we open (default 10 000 ms). */
+  /**
+   * How long a script call (and the wake-up subscription) may wait for its reply before it fails
+   * with BackendError, `outcomeUnknown` for a write (default 10 000 ms with the client we open;
+   * none with your own client unless given).
+   */
   commandTimeoutMs?: number;
   /**
    * Detect nested locks taken in opposite orders within this process (default true): the store

@@ -5,7 +5,7 @@
  * release or commit come back in that script's reply instead ({@link Wakeups.dispatch}). After a
  * reconnect every waiter re-checks, since messages published meanwhile are lost.
  */
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { toBackendError } from './client.js';
 import type { WireDoc } from './wire.js';
 
@@ -39,15 +39,22 @@ export class Wakeups {
   readonly #client: Redis | Cluster;
   readonly #channel: string;
 
-  constructor(client: Redis | Cluster, channel: string) {
+  readonly #timeoutMs: number | undefined;
+
+  /** `timeoutMs`: how long SUBSCRIBE may wait for its reply (undefined: as `client` is set up). */
+  constructor(client: Redis | Cluster, channel: string, timeoutMs?: number) {
     this.#client = client;
     this.#channel = channel;
+    this.#timeoutMs = timeoutMs;
   }
 
   /** Opens the pub/sub connection that delivers wake-ups (once). */
   subscribe(): Promise<void> {
     this.#subReady ??= (async () => {
-      const sub = this.#client.duplicate();
+      const sub =
+        this.#timeoutMs === undefined || this.#client instanceof Cluster
+          ? this.#client.duplicate()
+          : (this.#client as Redis).duplicate({ commandTimeout: this.#timeoutMs });
       this.#sub = sub;
       sub.on('error', () => {
         /* reconnects on its own; waiters fall back to their timers meanwhile */

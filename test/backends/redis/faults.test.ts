@@ -285,6 +285,36 @@ describe('connection faults', () => {
     await client.quit();
   });
 
+  it('commandTimeoutMs of the client we open: a paused write fails with outcomeUnknown, then runs or not, never half', async () => {
+    expect(() => redis({ url, prefix, commandTimeoutMs: 0 })).toThrow(/commandTimeoutMs/);
+    const store = createStore(redis({ url, prefix, commandTimeoutMs: 200 }));
+    const M = store.model(`timeout${process.pid}`, z.object({ n: z.number(), m: z.number() }));
+    await M.create('k', { n: 0, m: 0 });
+    await M.apply('k', (d) => d.n.incr(0));
+    try {
+      await admin.client('PAUSE', 800, 'WRITE');
+      const settled = Promise.allSettled([
+        M.apply('k', (d) => {
+          d.n.incr(1);
+          d.m.incr(1);
+        }),
+      ]);
+      const [r] = await settled;
+      expect(r?.status).toBe('rejected');
+      const err = (r as PromiseRejectedResult).reason as BackendError;
+      expect(err).toBeInstanceOf(BackendError);
+      expect(err.outcomeUnknown).toBe(true);
+      expect(err.message).toMatch(/timed out/);
+    } finally {
+      await admin.client('UNPAUSE');
+    }
+    // The script was queued in Redis: it ran after the pause, whole (both fields) or not at all.
+    const d = (await M.get('k')).data;
+    expect(d.n).toBe(d.m);
+    expect((await M.apply('k', (x) => x.n.incr(1))).applied).toBe(true);
+    await store.close();
+  });
+
   it('CLIENT PAUSE past the command timeout: BackendError with outcomeUnknown, then recovery', async () => {
     const name = `pause${process.pid}`;
     const errors = await bankAndCampaign(

@@ -824,17 +824,19 @@ local function grant(L, owner, mode, leaseMs, now, F, fresh)
   return fence
 end
 
--- The live head of the queue (dead entries at the head are dropped), or nil.
-local function live_head(Q, QA, now)
+-- The live head of the queue (dead entries at the head are dropped), or nil. take: the head is
+-- taken off the queue too (LPOP instead of LINDEX).
+local function live_head(Q, QA, now, take)
   while true do
-    local id = redis.call('LINDEX', Q, 0)
+    local id
+    if take then id = redis.call('LPOP', Q) else id = redis.call('LINDEX', Q, 0) end
     if not id then return nil end
     local w = parse_waiter(redis.call('HGET', QA, id))
     if w and w.exp > now then
       w.id = id
       return w
     end
-    redis.call('LPOP', Q)
+    if not take then redis.call('LPOP', Q) end
     redis.call('HDEL', QA, id)
   end
 end
@@ -847,7 +849,7 @@ end
 -- loc.pdocs: the same without its fields, which the caller predicted, for the caller's own
 -- waiters only, flagged "p"): that process reads it with the reply it is waiting for anyway, and
 -- can start the next holder before it resumes the one that just committed.
--- popped: w was taken off Q already (pop_head); fresh: see grant.
+-- popped: w was taken off Q already (live_head with take); fresh: see grant.
 local function serve(w, L, Q, QA, B, F, now, loc, popped, fresh)
   local payload = 'null'
   local granted = false
@@ -928,20 +930,6 @@ local function grantable(L, Q, QA, wid, mode, now)
   return ok, retry
 end
 
--- The head of the queue taken off it (dead entries are dropped on the way), or nil.
-local function pop_head(Q, QA, now)
-  while true do
-    local id = redis.call('LPOP', Q)
-    if not id then return nil end
-    local w = parse_waiter(redis.call('HGET', QA, id))
-    if w and w.exp > now then
-      w.id = id
-      return w
-    end
-    redis.call('HDEL', QA, id)
-  end
-end
-
 -- sole: the caller knows it is the only live owner of L (lease_state), so L is simply deleted
 -- and, when the head of the queue is one exclusive single-key waiter, handed to it with fewer
 -- calls (the common hand-off: DEL, LPOP, HGET, HDEL, INCR, HSET, PEXPIRE).
@@ -952,7 +940,7 @@ local function release_owner(L, Q, QA, B, F, owner, now, loc, sole)
     return
   end
   redis.call('DEL', L)
-  local head = pop_head(Q, QA, now)
+  local head = live_head(Q, QA, now, true)
   if not head then return end
   if head.mode == 'exclusive' and head.n == 1 then
     serve(head, L, Q, QA, B, F, now, loc, true, true)

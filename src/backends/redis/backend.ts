@@ -7,7 +7,6 @@ import { Cluster, type Redis } from 'ioredis';
 import { BackendError, LockBusyError, LockTimeoutError, ValidationError } from '../../errors.js';
 import type {
   Backend,
-  Data,
   DocRef,
   DocWrite,
   Lease,
@@ -95,7 +94,9 @@ export class RedisBackend implements Backend {
       ]);
     }
     const { client, owned } = openClient(options);
-    this.#calls = new InflightCalls(timeout ?? (owned ? 10_000 : undefined));
+    // Script calls (and SUBSCRIBE) time out: 10 s on a client we open, on yours only if asked.
+    const callTimeout = timeout ?? (owned ? 10_000 : undefined);
+    this.#calls = new InflightCalls(callTimeout);
     this.#client = client;
     this.#owned = owned;
     this.#server = serverIdentity(client);
@@ -111,11 +112,7 @@ export class RedisBackend implements Backend {
       this.#cluster,
     );
     this.#channel = this.#layout.channel(this.#instance);
-    this.#wakeups = new Wakeups(
-      this.#client,
-      this.#channel,
-      timeout ?? (owned ? 10_000 : undefined),
-    );
+    this.#wakeups = new Wakeups(this.#client, this.#channel, callTimeout);
     // Back after a dropped connection: a reply lost with it may have carried a grant to one of
     // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
     this.#client.on('ready', this.#onReady);
@@ -413,18 +410,19 @@ export class RedisBackend implements Backend {
     if (reply.ok !== 1) return;
     const doc = reply.docs[0];
     if (!doc) return;
-    let data = outcome?.data;
-    if (!outcome || outcome.version !== doc.v) {
-      const [fresh] = JSON.parse(
-        (await this.#script('read', [docKey], [], false)) as string,
-      ) as Array<WireDoc | null>;
-      data = fresh?.f ?? {};
+    if (outcome && outcome.version === doc.v) {
+      doc.f = outcome.data;
+      for (const [, g] of grants ?? []) {
+        const d = g?.p ? g.docs[0] : undefined;
+        if (d) d.f = outcome.data;
+      }
+      return;
     }
-    doc.f = data as Data;
-    for (const [, g] of grants ?? []) {
-      const d = g?.p ? g.docs[0] : undefined;
-      if (d) d.f = data as Data;
-    }
+    const [fresh] = JSON.parse(
+      (await this.#script('read', [docKey], [], false)) as string,
+    ) as Array<WireDoc | null>;
+    reply.docs[0] = fresh ?? null;
+    for (const [, g] of grants ?? []) if (g?.p) g.docs[0] = fresh ?? null;
   }
 
   /** @internal used by leases: releases without a commit; hands the keys to the next waiters. */

@@ -11,6 +11,7 @@ import {
   ValidationError,
 } from '../errors.js';
 import { runAsTask } from '../sync/deadlock.js';
+import { isThenable } from '../sync/permit.js';
 import type { Backend, PatchWrite, StoredDoc, WriteResult } from './backend.js';
 import { diffFields } from './draft.js';
 import { cloneJson } from './json.js';
@@ -22,7 +23,7 @@ import {
   recordGuards,
   recordOps,
 } from './ops.js';
-import { parseDoc, postCheck, type StandardSchemaV1 } from './schema.js';
+import { parseDoc, parseDocNow, postCheck, type StandardSchemaV1 } from './schema.js';
 
 /** A document as read: its key, its version (1 after create, +1 per write) and its data. */
 export interface Doc<T> {
@@ -356,14 +357,17 @@ export class Model<T, In = T> {
         return d;
       });
       const drafts = snaps.map((s) => cloneJson(s.data) as unknown as T);
-      const result = await (many
+      const out = many
         ? (fn as (d: T[]) => R | Promise<R>)(drafts)
-        : (fn as (d: T) => R | Promise<R>)(drafts[0] as T));
+        : (fn as (d: T) => R | Promise<R>)(drafts[0] as T);
+      // A synchronous fn is not awaited (one promise less per lock).
+      const result: R = isThenable(out) ? ((await out) as R) : (out as R);
       const writes: PatchWrite[] = [];
       for (let i = 0; i < keys.length; i++) {
         const key = keys[i] as string;
         const snap = snaps[i] as StoredDoc;
-        const parsed = await parseDoc(this.#schema, this.#what(key), drafts[i]);
+        const p = parseDocNow(this.#schema, this.#what(key), drafts[i]);
+        const parsed = p instanceof Promise ? await p : p;
         const ops = diffFields(snap.data, parsed);
         if (ops.length === 0) continue;
         if (mode === 'shared') {

@@ -54,8 +54,32 @@ export async function parseDoc<T>(
   what: string,
   value: unknown,
 ): Promise<Data> {
-  let result = validateWith(schema, value);
-  if (result instanceof Promise) result = await result;
+  return parseDocNow(schema, what, value);
+}
+
+/**
+ * {@link parseDoc} without a promise when the schema validates synchronously (zod, valibot and
+ * arktype do): hot paths await only what is a promise.
+ *
+ * @example
+ * ```ts
+ * const r = parseDocNow(schema, 'account "a1"', { balance: 10 });
+ * const data = r instanceof Promise ? await r : r;
+ * ```
+ */
+export function parseDocNow<T>(
+  schema: StandardSchemaV1<unknown, T>,
+  what: string,
+  value: unknown,
+): Data | Promise<Data> {
+  const result = validateWith(schema, value);
+  if (result instanceof Promise) {
+    return result.then((r) => checkedData(what, r));
+  }
+  return checkedData(what, result);
+}
+
+function checkedData<T>(what: string, result: StandardResult<T>): Data {
   if (result.issues) throw new ValidationError(what, result.issues);
   assertPlainData(what, result.value);
   return result.value as Data;

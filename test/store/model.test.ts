@@ -42,6 +42,38 @@ describe('Model on the memory backend (store-level behaviour)', () => {
     await store.close();
   });
 
+  it('a schema that validates asynchronously works through lock, update and apply, and still refuses bad data', async () => {
+    const store = createStore(memory());
+    const counter: StandardSchemaV1<{ n: number }> = {
+      '~standard': {
+        version: 1,
+        vendor: 'test',
+        validate: async (value) => {
+          await new Promise((r) => setTimeout(r, 1));
+          const n = (value as { n?: unknown }).n;
+          return typeof n === 'number' && n >= 0
+            ? { value: { n } }
+            : { issues: [{ message: 'n must be a number >= 0' }] };
+        },
+      },
+    };
+    const M = store.model('async', counter);
+    await M.create('k', { n: 0 });
+    await M.lock('k', (d) => {
+      d.n += 2;
+    });
+    await M.update('k', (d) => {
+      d.n += 1;
+    });
+    await M.apply('k', (d) => d.n.incr(1));
+    const err = await M.lock('k', (d) => {
+      d.n = -1;
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((await M.get('k')).data).toEqual({ n: 4 });
+    await store.close();
+  });
+
   it('re-entering a key from inside its own lock is a DeadlockError, not a hang', async () => {
     const store = createStore(memory());
     const M = store.model('reenter', z.object({ n: z.number() }));

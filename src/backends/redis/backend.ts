@@ -386,9 +386,11 @@ export class RedisBackend implements Backend {
         const reply = JSON.parse(raw) as Reply & { grants?: LocalWakeups; x?: 1 };
         if (reply.x) {
           delete reply.x;
-          await this.#fillPredicted(reply, reply.grants, outcome, keys[0] as string);
+          const reading = this.#fillPredicted(reply, reply.grants, outcome, keys[0] as string);
+          if (reading) await reading;
         }
-        await this.#handOver(reply.grants);
+        const handing = this.#handOver(reply.grants);
+        if (handing) await handing;
         delete reply.grants;
         return reply;
       })
@@ -401,34 +403,35 @@ export class RedisBackend implements Backend {
    * script answered so only when the document's last writer was still the token our prediction
    * started from, so the version must match; if it ever does not, the document is read instead.
    */
-  async #fillPredicted(
+  #fillPredicted(
     reply: Reply,
     grants: LocalWakeups | undefined,
     outcome: Outcome | undefined,
     docKey: string,
-  ): Promise<void> {
-    if (reply.ok !== 1) return;
+  ): Promise<void> | undefined {
+    if (reply.ok !== 1) return undefined;
     const doc = reply.docs[0];
-    if (!doc) return;
+    if (!doc) return undefined;
     if (outcome && outcome.version === doc.v) {
       doc.f = outcome.data;
       for (const [, g] of grants ?? []) {
         const d = g?.p ? g.docs[0] : undefined;
         if (d) d.f = outcome.data;
       }
-      return;
+      return undefined;
     }
-    const [fresh] = JSON.parse(
-      (await this.#script('read', [docKey], [], false)) as string,
-    ) as Array<WireDoc | null>;
-    reply.docs[0] = fresh ?? null;
-    for (const [, g] of grants ?? []) if (g?.p) g.docs[0] = fresh ?? null;
+    return this.#script('read', [docKey], [], false).then((raw) => {
+      const [fresh] = JSON.parse(raw as string) as Array<WireDoc | null>;
+      reply.docs[0] = fresh ?? null;
+      for (const [, g] of grants ?? []) if (g?.p) g.docs[0] = fresh ?? null;
+    });
   }
 
   /** @internal used by leases: releases without a commit; hands the keys to the next waiters. */
   async _release(keys5: string[], owner: string): Promise<void> {
     const raw = await this.#serving('release', keys5, [owner, this.#channel]);
-    await this.#handOver(JSON.parse(raw) as LocalWakeups);
+    const handing = this.#handOver(JSON.parse(raw) as LocalWakeups);
+    if (handing) await handing;
   }
 
   /**
@@ -451,8 +454,9 @@ export class RedisBackend implements Backend {
    * previous holder continues one event-loop turn later. The next hand-off is on the critical
    * path of every queued waiter; the previous holder's continuation is not.
    */
-  async #handOver(wakeups: LocalWakeups | undefined): Promise<void> {
-    if (this.#wakeups.dispatch(wakeups)) await new Promise<void>((r) => setImmediate(r));
+  #handOver(wakeups: LocalWakeups | undefined): Promise<void> | undefined {
+    if (!this.#wakeups.dispatch(wakeups)) return undefined;
+    return new Promise<void>((r) => setImmediate(r));
   }
 
   /** @internal */

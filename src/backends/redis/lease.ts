@@ -154,15 +154,6 @@ export class RedisLease implements Lease {
       }
     }
     try {
-      return await this.#commit(writes);
-    } finally {
-      // Committed (the lease is released in the same script), refused, or released below.
-      this._untrack();
-    }
-  }
-
-  async #commit(writes: readonly DocWrite[]): Promise<WriteResult> {
-    try {
       const r = await this.#backend._commit(
         this,
         this.#owner,
@@ -176,6 +167,9 @@ export class RedisLease implements Lease {
       // Outcome unknown or bad input: make sure the lease does not linger until it expires.
       void this.#backend._release(this.#keys5, this.#owner).catch(() => {});
       throw err;
+    } finally {
+      // Committed (the lease is released in the same script), refused, or released above.
+      this._untrack();
     }
   }
 

@@ -169,7 +169,7 @@ async function evalScript(
  * const reply = await runScript(client, 'read', ['lockstep:{account:ann}'], []);
  * ```
  */
-export async function runScript(
+export function runScript(
   client: Redis | Cluster,
   name: ScriptName,
   keys: readonly string[],
@@ -177,17 +177,36 @@ export async function runScript(
   mode: ScriptMode | 'auto' = 'auto',
 ): Promise<unknown> {
   const s = load().entries.get(name) as Loaded;
-  let m = modeOf(client, mode);
-  if (typeof m !== 'string') m = await m;
-  if (m === 'eval') return evalScript(client, s, keys, args);
-  try {
-    return await client.fcall(s.fn, keys.length, ...keys, ...args);
-  } catch (err) {
-    // The server lost the library (restart without persistence, FUNCTION FLUSH): load it again.
-    if (!isError(err, 'ERR Function not found')) throw err;
-    modes.delete(client);
-    m = await modeOf(client, mode);
-    if (m === 'eval') return evalScript(client, s, keys, args);
-    return client.fcall(s.fn, keys.length, ...keys, ...args);
+  const m = modeOf(client, mode);
+  // The common case, the library known to be loaded: the FCALL's own promise and one handler
+  // (every promise and await costs, more so with AsyncLocalStorage's hooks on).
+  if (m === 'functions') {
+    return client
+      .fcall(s.fn, keys.length, ...keys, ...args)
+      .catch((err: unknown) => reloaded(err, client, s, keys, args, mode));
   }
+  return (async () => {
+    const known = await m;
+    if (known === 'eval') return evalScript(client, s, keys, args);
+    return client
+      .fcall(s.fn, keys.length, ...keys, ...args)
+      .catch((err: unknown) => reloaded(err, client, s, keys, args, mode));
+  })();
+}
+
+/** After "Function not found" (the server lost the library: restart without persistence,
+ * FUNCTION FLUSH): loads it again and retries once; any other error is rethrown. */
+async function reloaded(
+  err: unknown,
+  client: Redis | Cluster,
+  s: Loaded,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+  mode: ScriptMode | 'auto',
+): Promise<unknown> {
+  if (!isError(err, 'ERR Function not found')) throw err;
+  modes.delete(client);
+  const m = await modeOf(client, mode);
+  if (m === 'eval') return evalScript(client, s, keys, args);
+  return client.fcall(s.fn, keys.length, ...keys, ...args);
 }

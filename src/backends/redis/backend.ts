@@ -26,6 +26,11 @@ import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
 import { nextId, type Reply, toDoc, type WireDoc } from './wire.js';
 import { type Outcome, WritePath } from './writes.js';
 
+/** A waiting acquire, as close() waits for it to leave its queue (`done` is set by close()). */
+interface Leaving {
+  done?: () => void;
+}
+
 /** A queued waiter's entry lives this long unless refreshed (a dead waiter never blocks longer). */
 const WAITER_TTL_MS = 10_000;
 
@@ -64,7 +69,7 @@ export class RedisBackend implements Backend {
   readonly #onClose = (): void => this.#calls.connectionClosed();
   readonly #leases = new Set<RedisLease>();
   /** Cancels of the acquires now waiting (close() rejects them). */
-  readonly #waiting = new Map<(error: unknown) => void, Promise<void>>();
+  readonly #waiting = new Map<(error: unknown) => void, Leaving>();
   /** The server part of this backend's lock ids in the in-process wait-for graph. */
   readonly #server: string;
   #closed = false;
@@ -231,15 +236,13 @@ export class RedisBackend implements Backend {
     const owner = nextId(this.#instance);
     const leaseMs = Math.ceil(r.leaseMs);
     const lockName = `${r.model} ${r.keys.map((k) => JSON.stringify(k)).join(', ')} (${r.action})`;
-    const attempt = async (wid: string, channel: string) =>
-      JSON.parse(
-        (await this.#script(
-          'acquire',
-          keys5,
-          [owner, wid, r.mode, leaseMs, wid ? '1' : '0', WAITER_TTL_MS, channel],
-          true,
-        )) as string,
-      ) as Grant | { ok: 0; retry: number };
+    const attempt = (wid: string, channel: string) =>
+      this.#script(
+        'acquire',
+        keys5,
+        [owner, wid, r.mode, leaseMs, wid ? '1' : '0', WAITER_TTL_MS, channel],
+        true,
+      ).then((raw) => JSON.parse(raw as string) as Grant | { ok: 0; retry: number });
     const make = (g: { fences: number[]; docs: Array<WireDoc | null> }) => {
       const lease = new RedisLease(this, {
         owner,
@@ -268,7 +271,8 @@ export class RedisBackend implements Backend {
       throw new LockBusyError(lockName);
     }
 
-    await this.#wakeups.subscribe();
+    const subscribing = this.#wakeups.subscribe();
+    if (subscribing) await subscribing;
     const wid = nextId(this.#instance, 'w');
     const channel = this.#channel;
     const started = performance.now();
@@ -291,13 +295,8 @@ export class RedisBackend implements Backend {
       notify?.();
     };
     this.#wakeups.waiters.set(wid, wake);
-    let left!: () => void;
-    this.#waiting.set(
-      cancel,
-      new Promise<void>((resolve) => {
-        left = resolve;
-      }),
-    );
+    const leaving: Leaving = {};
+    this.#waiting.set(cancel, leaving);
     const onAbort = () => cancel(r.signal?.reason);
     r.signal?.addEventListener('abort', onAbort, { once: true });
     const deadline =
@@ -346,7 +345,7 @@ export class RedisBackend implements Backend {
     } finally {
       this.#wakeups.waiters.delete(wid);
       this.#waiting.delete(cancel);
-      left();
+      leaving.done?.();
       if (deadline) clearTimeout(deadline);
       r.signal?.removeEventListener('abort', onAbort);
     }
@@ -439,13 +438,14 @@ export class RedisBackend implements Backend {
    * fails, the reply may have been lost after the script ran, and with it a grant to one of ours:
    * every waiter looks again instead of waiting for its fallback timer.
    */
-  async #serving(name: ScriptName, keys: string[], args: (string | number)[]): Promise<string> {
-    try {
-      return (await this.#script(name, keys, args, true)) as string;
-    } catch (err) {
-      this.#wakeups.recheckAll();
-      throw err;
-    }
+  #serving(name: ScriptName, keys: string[], args: (string | number)[]): Promise<string> {
+    return this.#script(name, keys, args, true).then(
+      (raw) => raw as string,
+      (err: unknown) => {
+        this.#wakeups.recheckAll();
+        throw err;
+      },
+    );
   }
 
   /**
@@ -474,7 +474,9 @@ export class RedisBackend implements Backend {
     const closedError = new BackendError('the redis backend was closed while waiting for a lock');
     // Cancelled waiters leave their queues (a script) before the connection goes away; otherwise
     // a stale entry could be handed the lease and hold the key until that lease expires.
-    const leaving = [...this.#waiting.values()];
+    const leaving = [...this.#waiting.values()].map(
+      (l) => new Promise<void>((resolve) => (l.done = resolve)),
+    );
     for (const cancel of this.#waiting.keys()) cancel(closedError);
     await Promise.all(leaving);
     this.#client.off('ready', this.#onReady);

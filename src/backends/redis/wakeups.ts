@@ -48,8 +48,15 @@ export class Wakeups {
     this.#timeoutMs = timeoutMs;
   }
 
-  /** Opens the pub/sub connection that delivers wake-ups (once). */
-  subscribe(): Promise<void> {
+  /** Subscribed (no need to wait for {@link subscribe}). */
+  #subscribed = false;
+
+  /**
+   * Opens the pub/sub connection that delivers wake-ups (once); undefined once it is open, so
+   * that the common case costs no promise.
+   */
+  subscribe(): Promise<void> | undefined {
+    if (this.#subscribed) return undefined;
     this.#subReady ??= (async () => {
       const sub =
         this.#timeoutMs === undefined || this.#client instanceof Cluster
@@ -71,6 +78,7 @@ export class Wakeups {
       });
       try {
         await sub.subscribe(this.#channel);
+        if (this.#sub === sub) this.#subscribed = true;
       } catch (err) {
         this.#subReady = undefined;
         this.#sub = undefined;
@@ -112,6 +120,7 @@ export class Wakeups {
     const sub = this.#sub;
     this.#sub = undefined;
     this.#subReady = undefined;
+    this.#subscribed = false;
     if (sub) await sub.quit().catch(() => sub.disconnect());
   }
 }

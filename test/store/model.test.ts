@@ -74,6 +74,24 @@ describe('Model on the memory backend (store-level behaviour)', () => {
     await store.close();
   });
 
+  it('a schema that does not accept its own output (a type-changing transform) fails lock and update clearly, writing nothing', async () => {
+    // README: "a schema must accept its own output".
+    const store = createStore(memory());
+    const M = store.model('transform', z.object({ n: z.string().transform(Number) }));
+    await M.create('k', { n: '1' });
+    expect((await M.get('k')).data).toEqual({ n: 1 });
+    await expect(
+      M.lock('k', (d) => {
+        (d as { n: unknown }).n = '2';
+      }),
+    ).rejects.toBeInstanceOf(ValidationError);
+    await expect(M.update('k', () => {})).rejects.toBeInstanceOf(ValidationError);
+    const doc = await M.get('k');
+    expect(doc.data).toEqual({ n: 1 });
+    expect(doc.version).toBe(1);
+    await store.close();
+  });
+
   it('re-entering a key from inside its own lock is a DeadlockError, not a hang', async () => {
     const store = createStore(memory());
     const M = store.model('reenter', z.object({ n: z.number() }));

@@ -33,6 +33,31 @@ export function locksSection(ctx: Ctx): void {
     return [ctx.client(0).model(name, doc), ctx.client(1).model(name, doc)] as const;
   };
 
+  /**
+   * A holder on client 0 whose lease (150 ms, not renewed) runs out while its fn waits:
+   * resolves once inside; `resume()` lets fn write with `write`; `result` is its error, if any.
+   */
+  async function expiringHolder(M: ReturnType<typeof both>, write: (d: Doc) => void) {
+    const inside = deferred();
+    const resumed = deferred();
+    const result = M[0]
+      .lock(
+        'k',
+        async (d) => {
+          inside.resolve();
+          await resumed.promise;
+          write(d);
+        },
+        { leaseMs: 150, renew: false },
+      )
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    await inside.promise;
+    return { resume: () => resumed.resolve(), result };
+  }
+
   /** Holds `key` on client 0 until the returned `release()` is called; resolves once held. */
   async function hold(
     M: ReturnType<typeof both>,
@@ -689,24 +714,10 @@ export function locksSection(ctx: Ctx): void {
       await M[0].create('k', init);
       // The other client is started from outside the holder's flow (another request, another
       // task): a lock taken inside the holder's own fn would be the holder re-entering its key.
-      const inside = deferred();
-      const takenOver = deferred();
-      const holder = M[0]
-        .lock(
-          'k',
-          async (d) => {
-            inside.resolve();
-            await takenOver.promise;
-            d.a = 1;
-            d.b = 1; // a field the newer holder did not touch: still refused (fencing)
-          },
-          { leaseMs: 150, renew: false },
-        )
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-      await inside.promise;
+      const holder = await expiringHolder(M, (d) => {
+        d.a = 1;
+        d.b = 1; // a field the newer holder did not touch: still refused (fencing)
+      });
       // another client takes the key once our lease has expired, and writes
       await noHang(
         M[1].lock('k', (d2) => {
@@ -715,13 +726,46 @@ export function locksSection(ctx: Ctx): void {
         }),
         'second locker after expiry',
       );
-      takenOver.resolve();
-      const err = await holder;
+      holder.resume();
+      const err = await holder.result;
       expect(err).toBeInstanceOf(LeaseLostError);
       expect((err as LeaseLostError).code).toBe('LEASE_LOST');
       const after = await M[1].get('k');
       expect(after.data).toStrictEqual({ ...init, a: 2, s: 'newer' });
       expect(after.version).toBe(2);
+    });
+
+    it('an expired holder refused while the newer holder still holds leaves that holder’s lease alone', async () => {
+      const M = both('fence_during');
+      await M[0].create('k', init);
+      const holder = await expiringHolder(M, (d) => {
+        d.a = 1;
+      });
+      const probed = deferred();
+      const newer = M[1].lock(
+        'k',
+        async (d2) => {
+          // We hold the key: the expired holder commits (and is refused) now.
+          holder.resume();
+          await probed.promise;
+          d2.s = 'newer';
+        },
+        { leaseMs: 5_000 },
+      );
+      const err = await noHang(holder.result, 'expired holder');
+      expect(err).toBeInstanceOf(LeaseLostError);
+      // The refused commit released nothing of the newer holder's: the key is still taken, for
+      // both clients (outside the holder's own task).
+      for (const m of M) {
+        await rejectsWith(
+          m.lock('k', () => 'got in', { nowait: true }),
+          LockBusyError,
+          'LOCK_BUSY',
+        );
+      }
+      probed.resolve();
+      await noHang(newer, 'newer holder');
+      expect((await M[1].get('k')).data).toStrictEqual({ ...init, s: 'newer' });
     });
 
     it('an expired holder cannot write even when nobody else took the key', async () => {

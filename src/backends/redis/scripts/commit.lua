@@ -18,19 +18,20 @@ local function with_grants(reply)
   if #loc == 0 then return reply end
   return '{"grants":' .. local_wakeups(loc) .. ',' .. ssub(reply, 2)
 end
+local held = true
 if n == 1 then
   local owners, count = lease_state(KEYS[1], now)
-  if not owners[owner] then
-    release_all()
-    return with_grants('{"ok":0,"reason":"fence","index":0,"detail":"the lease expired or was taken over before the commit"}')
+  held = owners[owner] ~= nil
+  -- Only a holder may take the short release: it deletes the lease hash.
+  sole = held and count == 1
+else
+  for i = 0, n - 1 do
+    if not holds(KEYS[i * 5 + 1], owner, now) then held = false end
   end
-  sole = count == 1
 end
-for i = 0, n - 1 do
-  if n > 1 and not holds(KEYS[i * 5 + 1], owner, now) then
-    release_all()
-    return with_grants('{"ok":0,"reason":"fence","index":0,"detail":"the lease expired or was taken over before the commit"}')
-  end
+if not held then
+  release_all()
+  return with_grants('{"ok":0,"reason":"fence","index":0,"detail":"the lease expired or was taken over before the commit"}')
 end
 local env = cjson.decode(ARGV[3])
 local base = 5 * n

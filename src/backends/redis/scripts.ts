@@ -177,21 +177,16 @@ export function runScript(
   mode: ScriptMode | 'auto' = 'auto',
 ): Promise<unknown> {
   const s = load().entries.get(name) as Loaded;
+  const fcall = () =>
+    client
+      .fcall(s.fn, keys.length, ...keys, ...args)
+      .catch((err: unknown) => reloaded(err, client, s, keys, args, mode));
   const m = modeOf(client, mode);
   // The common case, the library known to be loaded: the FCALL's own promise and one handler
   // (every promise and await costs, more so with AsyncLocalStorage's hooks on).
-  if (m === 'functions') {
-    return client
-      .fcall(s.fn, keys.length, ...keys, ...args)
-      .catch((err: unknown) => reloaded(err, client, s, keys, args, mode));
-  }
-  return (async () => {
-    const known = await m;
-    if (known === 'eval') return evalScript(client, s, keys, args);
-    return client
-      .fcall(s.fn, keys.length, ...keys, ...args)
-      .catch((err: unknown) => reloaded(err, client, s, keys, args, mode));
-  })();
+  if (m === 'functions') return fcall();
+  if (m === 'eval') return evalScript(client, s, keys, args);
+  return m.then((known) => (known === 'eval' ? evalScript(client, s, keys, args) : fcall()));
 }
 
 /** After "Function not found" (the server lost the library: restart without persistence,

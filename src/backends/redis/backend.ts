@@ -23,7 +23,7 @@ import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js'
 import { RedisLease } from './lease.js';
 import { runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
-import { nextId, type Reply, toDoc, type WireDoc } from './wire.js';
+import { nextId, type Reply, shortCommit, toDoc, type WireDoc } from './wire.js';
 import { type Outcome, WritePath } from './writes.js';
 
 /** A waiting acquire, as close() waits for it to leave its queue (`done` is set by close()). */
@@ -373,15 +373,22 @@ export class RedisBackend implements Backend {
     }
     return this.#writes
       .runBatch(plan, async (keys, env, _spec, outcome) => {
+        const args: Array<string | number> = [
+          owner,
+          keys5.length / 5,
+          JSON.stringify(env),
+          this.#channel,
+        ];
         // Predicted exactly on the lease's snapshot: when the document has not moved since, the
-        // script stores the changed fields without loading the document and answers without its
-        // fields ("x"); we have them. See fast_commit in commit.lua.
-        if (outcome && keys5.length === 5) (env as { x?: 1 }).x = 1;
-        const raw = await this.#serving(
-          'commit',
-          [...keys5, ...keys],
-          [owner, keys5.length / 5, JSON.stringify(env), this.#channel],
-        );
+        // script stores the changed fields without loading the document or decoding the
+        // envelope, and answers without the fields ("x"); we have them. See fast_commit in
+        // commit.lua.
+        const short =
+          outcome && keys5.length === 5
+            ? shortCommit(env as { t: string; w: readonly unknown[] })
+            : undefined;
+        if (short) for (const a of short) args.push(a);
+        const raw = await this.#serving('commit', [...keys5, ...keys], args);
         const reply = JSON.parse(raw) as Reply & { grants?: LocalWakeups; x?: 1 };
         if (reply.x) {
           delete reply.x;

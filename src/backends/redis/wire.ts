@@ -174,3 +174,46 @@ export function encodeGuard(g: Guard, bad: (m: string) => Error): { [k: string]:
       throw bad(`unknown guard ${JSON.stringify((g as { guard?: unknown }).guard)}`);
   }
 }
+
+/**
+ * The short form of a lock commit (`fast_commit` in commit.lua): the envelope of one patch of
+ * `set`/`unset` ops on distinct fields, with the token its prediction started from, as plain
+ * script arguments `[token, base, fieldsUnchangedSince | '', incarnation | '', ('s' | 'u',
+ * field literal, value JSON | '')...]`, so that the script needs no JSON decoding. Undefined
+ * when the envelope is anything else (the script then decodes it and takes the general path).
+ *
+ * @example
+ * ```ts
+ * shortCommit({ t: 'a.2', w: [{ k: 'patch', d: 1, ops: [{ o: 'set', f: '"n"', v: '1' }], ck: { t: 'a.1', ok: true } }] });
+ * // ['a.2', 'a.1', '', '', 's', '"n"', '1']
+ * ```
+ */
+export function shortCommit(env: { t: string; w: readonly unknown[] }): string[] | undefined {
+  if (env.w.length !== 1) return undefined;
+  const w = env.w[0] as {
+    k?: string;
+    ops?: Array<{ o: string; f: string; v?: string }>;
+    ck?: { t?: string; ok?: boolean };
+    fs?: number;
+    inc?: string;
+    g?: unknown;
+    ev?: unknown;
+    ei?: unknown;
+    vb?: unknown;
+  };
+  if (w.k !== 'patch' || w.g || w.ev !== undefined || w.ei !== undefined || w.vb !== undefined) {
+    return undefined;
+  }
+  const ck = w.ck;
+  if (!ck || ck.ok !== true || typeof ck.t !== 'string' || !w.ops || w.ops.length === 0) {
+    return undefined;
+  }
+  const args = [env.t, ck.t, w.fs === undefined ? '' : String(w.fs), w.inc ?? ''];
+  const seen = new Set<string>();
+  for (const op of w.ops) {
+    if ((op.o !== 'set' && op.o !== 'unset') || seen.has(op.f)) return undefined;
+    seen.add(op.f);
+    args.push(op.o === 'set' ? 's' : 'u', op.f, op.o === 'set' ? (op.v as string) : '');
+  }
+  return args;
+}

@@ -118,6 +118,40 @@ describe('redis lock commit without loading the document', () => {
     }
   });
 
+  it('a commit that changes two fields and removes a third takes the short path and stores exactly that', async () => {
+    const store = createStore(redis({ url, prefix }));
+    try {
+      const M = store.model('doc', Doc.extend({ note: z.string().optional() }));
+      await M.put('four', { n: 0, other: 'a', tags: ['t'], note: 'gone soon' });
+      const docKey = new KeyLayout(prefix).doc('doc', 'four').doc;
+      await settle();
+      seen.length = 0;
+      await M.lock('four', (d) => {
+        d.n = 5;
+        d.other = 'b';
+        delete d.note;
+      });
+      await settle();
+      // The acquire read the document once (its snapshot); the commit: one HMGET of the three
+      // fields' versions, one HDEL of the removed field, one HSET, and no read.
+      expect(count('HGETALL', docKey)).toBe(1);
+      expect(count('HMGET', docKey)).toBe(1);
+      expect(count('HDEL', docKey)).toBe(1);
+      expect(count('HSET', docKey)).toBe(1);
+      const doc = await M.get('four');
+      expect(doc.data).toEqual({ n: 5, other: 'b', tags: ['t'] });
+      expect(doc.version).toBe(2);
+      // The next holder sees exactly what the short path stored, and can add the field back.
+      await M.lock('four', (d) => {
+        expect(d).toEqual({ n: 5, other: 'b', tags: ['t'] });
+        d.note = 'back';
+      });
+      expect((await M.get('four')).data).toEqual({ n: 5, other: 'b', tags: ['t'], note: 'back' });
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a write without the lock in between: the commit is predicted again, the holder keeps its field, the writer keeps its own', async () => {
     const store = createStore(redis({ url, prefix }));
     const other = createStore(redis({ url, prefix }));

@@ -14,10 +14,10 @@
 
 -- Standard functions, bound by bind_globals() before an entry runs: a function library (FUNCTION
 -- LOAD) is loaded with no globals in reach, and its upvalues then live on between calls.
-local sfind, ssub, sbyte, schar, sformat, sgsub, tconcat, floor, ceil
+local sfind, ssub, sbyte, schar, sformat, sgsub, srep, tconcat, floor, ceil
 local function bind_globals()
-  sfind, ssub, sbyte, schar, sformat, sgsub = string.find, string.sub, string.byte, string.char,
-    string.format, string.gsub
+  sfind, ssub, sbyte, schar, sformat, sgsub, srep = string.find, string.sub, string.byte, string.char,
+    string.format, string.gsub, string.rep
   tconcat, floor, ceil = table.concat, math.floor, math.ceil
 end
 
@@ -930,7 +930,7 @@ local function grantable(L, Q, QA, wid, mode, now)
   return ok, retry
 end
 
--- sole: the caller knows it is the only live owner of L (lease_state), so L is simply deleted
+-- sole: the caller knows it is the only live owner of L (see commit.lua), so L is simply deleted
 -- and, when the head of the queue is one exclusive single-key waiter, handed to it with fewer
 -- calls (the common hand-off: DEL, LPOP, HGET, HDEL, INCR, HSET, PEXPIRE).
 local function release_owner(L, Q, QA, B, F, owner, now, loc, sole)
@@ -948,23 +948,6 @@ local function release_owner(L, Q, QA, B, F, owner, now, loc, sole)
   end
   redis.call('LPUSH', Q, head.id)
   wake(L, Q, QA, B, F, now, loc)
-end
-
--- L's live owners in one HGETALL: owner -> expiry (expired owners left out), and their count.
-local function lease_state(L, now)
-  local h = redis.call('HGETALL', L)
-  local owners, count = {}, 0
-  for i = 1, #h, 2 do
-    local k = h[i]
-    if ssub(k, 1, 2) == 'o:' then
-      local exp = tonumber(h[i + 1])
-      if exp > now then
-        owners[ssub(k, 3)] = exp
-        count = count + 1
-      end
-    end
-  end
-  return owners, count
 end
 
 -- Does `owner` still hold L (present and unexpired)?

@@ -23,7 +23,14 @@ import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js'
 import { RedisLease } from './lease.js';
 import { runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
-import { nextId, type Reply, shortCommit, toDoc, type WireDoc } from './wire.js';
+import {
+  compactCommitReply,
+  nextId,
+  type Reply,
+  shortCommit,
+  toDoc,
+  type WireDoc,
+} from './wire.js';
 import { type Outcome, WritePath } from './writes.js';
 
 /** A waiting acquire, as close() waits for it to leave its queue (`done` is set by close()). */
@@ -389,7 +396,9 @@ export class RedisBackend implements Backend {
             : undefined;
         if (short) for (const a of short) args.push(a);
         const raw = await this.#serving('commit', [...keys5, ...keys], args);
-        const reply = JSON.parse(raw) as Reply & { grants?: LocalWakeups; x?: 1 };
+        const reply: Reply & { grants?: LocalWakeups; x?: 1 } =
+          (short && outcome ? compactCommitReply(raw, outcome.results) : undefined) ??
+          (JSON.parse(raw) as Reply & { grants?: LocalWakeups; x?: 1 });
         if (reply.x) {
           delete reply.x;
           const reading = this.#fillPredicted(reply, reply.grants, outcome, keys[0] as string);

@@ -3,7 +3,9 @@
  * scripts send back, and the validation + encoding of writes, ops and guards into the JSON
  * envelope the scripts decode (field names as JSON string literals, values as JSON text).
  */
+import { BackendError } from '../../errors.js';
 import type { Data, Guard, Json, Op, RefusalReason, StoredDoc } from '../../store/backend.js';
+import type { LocalWakeups } from './wakeups.js';
 
 let idSeq = 0;
 
@@ -216,4 +218,44 @@ export function shortCommit(env: { t: string; w: readonly unknown[] }): string[]
     args.push(op.o === 'set' ? 's' : 'u', op.f, op.o === 'set' ? (op.v as string) : '');
   }
   return args;
+}
+
+/**
+ * Reads the compact reply of a lock commit's short form (see `fast_commit` in commit.lua):
+ * `x|<version>|<token>|<incarnation>`, then `|<waiter id>|<fence>` per grant to a waiter of
+ * this process, as the same object the JSON reply would give (documents without their fields,
+ * flagged `x`; grants flagged `p`: the caller fills in its predicted post-image). Undefined when
+ * `raw` is a JSON reply.
+ *
+ * @example
+ * ```ts
+ * compactCommitReply('x|8|a.9|a.1|a.w4|12', [null]);
+ * // { ok: 1, x: 1, docs: [{ v: 8, w: 'a.9', c: 'a.1', f: {} }], results: [[null]],
+ * //   grants: [['a.w4', { ok: 1, fences: [12], docs: [{ v: 8, w: 'a.9', c: 'a.1', f: {} }], p: 1 }]] }
+ * ```
+ */
+export function compactCommitReply(
+  raw: string,
+  results: readonly Json[],
+): (Reply & { x: 1; grants?: LocalWakeups }) | undefined {
+  if (raw.charCodeAt(0) !== 120 || raw.charCodeAt(1) !== 124) return undefined; // "x|"
+  const p = raw.split('|');
+  if (p.length < 4 || p.length % 2 !== 0) {
+    throw new BackendError(`redis commit: malformed reply ${JSON.stringify(raw.slice(0, 200))}`);
+  }
+  const doc = (): WireDoc => ({ v: Number(p[1]), w: p[2] as string, c: p[3] as string, f: {} });
+  const reply: Reply & { x: 1; grants?: LocalWakeups } = {
+    ok: 1,
+    x: 1,
+    docs: [doc()],
+    results: [[...results]],
+  };
+  if (p.length > 4) {
+    const grants: LocalWakeups = [];
+    for (let i = 4; i < p.length; i += 2) {
+      grants.push([p[i] as string, { ok: 1, fences: [Number(p[i + 1])], docs: [doc()], p: 1 }]);
+    }
+    reply.grants = grants;
+  }
+  return reply;
 }

@@ -152,6 +152,70 @@ describe('redis lock commit without loading the document', () => {
     }
   });
 
+  it('shared waiters of this process queued behind the commit get their grants in its reply, compact or not', async () => {
+    // The short path answers compactly ("x|version|token|incarnation|waiter|fence...") when it
+    // has nothing else to say, and in JSON when another wake-up of ours comes with it (here a
+    // two-key waiter, which is woken to try its keys). Every waiter must start at once with the
+    // committed document: their timeouts are far shorter than the fallback timers.
+    const store = createStore(redis({ url, prefix }));
+    try {
+      const M = store.model('doc', Doc);
+      await M.put('five', { n: 0, other: 'a', tags: [] });
+      await M.put('six', { n: 0, other: 'b', tags: [] });
+      const layout = new KeyLayout(prefix);
+      const queueKey = layout.lease(layout.doc('doc', 'five'), 'default').queue;
+      const queued = async (len: number) => {
+        for (let t = 0; t < 500 && (await admin.llen(queueKey)) < len; t++) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        expect(await admin.llen(queueKey)).toBe(len);
+      };
+      const shared = { mode: 'shared' as const, timeoutMs: 3_000, leaseMs: 30_000 };
+      for (const [round, withTwoKeys] of [
+        [1, false],
+        [2, true],
+      ] as const) {
+        const seen: string[] = [];
+        const waiters: Promise<unknown>[] = [];
+        // The waiters are started outside the holder's fn (inside, they would be nested locks of
+        // its task: a deadlock).
+        let letGo = (): void => {};
+        const gate = new Promise<void>((r) => (letGo = r));
+        let holding = (): void => {};
+        const held = new Promise<void>((r) => (holding = r));
+        const holder = M.lock(
+          'five',
+          async (d) => {
+            holding();
+            await gate;
+            d.n = round;
+          },
+          { leaseMs: 30_000 },
+        );
+        await held;
+        if (withTwoKeys) {
+          waiters.push(M.lock(['five', 'six'], ([a]) => void seen.push(`both:${a?.n}`), shared));
+          await queued(1);
+        }
+        waiters.push(M.lock('five', (x) => void seen.push(`one:${x.n}`), shared));
+        await queued(withTwoKeys ? 2 : 1);
+        waiters.push(M.lock('five', (x) => void seen.push(`two:${x.n}`), shared));
+        await queued(withTwoKeys ? 3 : 2);
+        letGo();
+        await holder;
+        await Promise.all(waiters);
+        expect(seen.sort()).toEqual(
+          withTwoKeys
+            ? [`both:${round}`, `one:${round}`, `two:${round}`]
+            : [`one:${round}`, `two:${round}`],
+        );
+      }
+      expect((await M.get('five')).data.n).toBe(2);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a write without the lock in between: the commit is predicted again, the holder keeps its field, the writer keeps its own', async () => {
     const store = createStore(redis({ url, prefix }));
     const other = createStore(redis({ url, prefix }));

@@ -43,10 +43,9 @@ local base = 5 * n
 -- per op 's'|'u', the field literal, the value's JSON or ''). When that token is still the last
 -- writer, everything the general path would check is known: the document exists, nobody wrote
 -- it since the prediction's base, the client's schema check saw the true post-image. Only
--- fieldsUnchangedSince needs the fields' versions (one HMGET). Answers like the general path
--- with "x" and without the document's fields; a grant to a waiter of the caller's process
--- carries the document the same way (loc.pdocs, "p"). Returns nil, having written nothing, to
--- take the general path (the document moved: that path then answers "stale" or refuses).
+-- fieldsUnchangedSince needs the fields' versions (one HMGET). Returns the new version and the
+-- incarnation, or nil, having written nothing, to take the general path (the document moved:
+-- that path then answers "stale" or refuses).
 local function fast_commit(B)
   local nops = (#ARGV - 8) / 3
   local fields = { '_v', '_w', '_c', '_r' }
@@ -83,15 +82,40 @@ local function fast_commit(B)
   end
   if dels then redis.call('HDEL', B, unpack(dels)) end
   redis.call('HSET', B, unpack(sets))
-  local j = '{"v":' .. version .. ',"w":' .. enc_str(ARGV[5]) .. ',"c":' .. enc_str(inc) .. ',"f":{}}'
-  loc.pdocs = { [B] = j }
-  return '{"ok":1,"x":1,"docs":[' .. j .. '],"results":[[' .. srep('null,', nops - 1) .. 'null]]}'
+  return version, inc
 end
 if n == 1 and ARGV[5] then
-  local reply = fast_commit(KEYS[base + 1])
-  if reply then
+  local B = KEYS[base + 1]
+  local version, inc = fast_commit(B)
+  if version then
+    local t = ARGV[5]
+    -- The reply, without the document's fields (the caller has them): compact when it says
+    -- only that, "x|<version>|<token>|<incarnation>", plus "|<waiter id>|<fence>" per grant to
+    -- a waiter of the caller's process (its document: the same); JSON with "x" otherwise.
+    local compact = not sfind(t, '|', 1, true) and not sfind(inc, '|', 1, true)
+    if compact then
+      loc.pdocs = { [B] = true }
+      loc.cg = {}
+    end
+    local j
+    if not compact then
+      j = '{"v":' .. version .. ',"w":' .. enc_str(t) .. ',"c":' .. enc_str(inc) .. ',"f":{}}'
+      loc.pdocs = { [B] = j }
+    end
     release_all()
-    return with_grants(reply)
+    if compact and #loc == 0 then
+      if #loc.cg == 0 then return 'x|' .. version .. '|' .. t .. '|' .. inc end
+      return 'x|' .. version .. '|' .. t .. '|' .. inc .. '|' .. tconcat(loc.cg, '|')
+    end
+    j = j or ('{"v":' .. version .. ',"w":' .. enc_str(t) .. ',"c":' .. enc_str(inc) .. ',"f":{}}')
+    -- Other wake-ups of the caller's process came too (rare): all of it as JSON.
+    for _, g in ipairs(loc.cg or {}) do
+      local bar = sfind(g, '|', 1, true)
+      loc[#loc + 1] = '["' .. ssub(g, 1, bar - 1) .. '",{"ok":1,"fences":[' .. ssub(g, bar + 1) ..
+        '],"docs":[' .. j .. '],"p":1}]'
+    end
+    local nops = (#ARGV - 8) / 3
+    return with_grants('{"ok":1,"x":1,"docs":[' .. j .. '],"results":[[' .. srep('null,', nops - 1) .. 'null]]}')
   end
 end
 local env = cjson.decode(ARGV[3])

@@ -21,6 +21,7 @@ import { GroupCommit } from './group.js';
 import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
 import { RedisLease } from './lease.js';
+import { Renewals } from './renewals.js';
 import { runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
 import {
@@ -75,6 +76,8 @@ export class RedisBackend implements Backend {
   readonly #calls: InflightCalls;
   readonly #onClose = (): void => this.#calls.connectionClosed();
   readonly #leases = new Set<RedisLease>();
+  /** Renews the held leases that renew themselves (one timer). */
+  readonly #renewals = new Renewals();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Leaving>();
   /** The server part of this backend's lock ids in the in-process wait-for graph. */
@@ -266,6 +269,7 @@ export class RedisBackend implements Backend {
         }),
         fences: g.fences,
         tracked,
+        renewals: this.#renewals,
       });
       this.#leases.add(lease);
       return lease;
@@ -498,6 +502,7 @@ export class RedisBackend implements Backend {
     this.#client.off('ready', this.#onReady);
     this.#client.off('close', this.#onClose);
     this.#calls.stop();
+    this.#renewals.stop();
     await this.#wakeups.close();
     if (this.#owned) await this.#client.quit().catch(() => this.#client.disconnect());
     this.#writes.clear();

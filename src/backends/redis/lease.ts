@@ -8,6 +8,7 @@ import { ValidationError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
 import type { TrackedLease } from '../../sync/tracked-leases.js';
 import type { DocKeys } from './keys.js';
+import type { Renewals } from './renewals.js';
 import type { ScriptName } from './scripts.js';
 
 /** What a lease needs from its backend. */
@@ -38,7 +39,11 @@ export class RedisLease implements Lease {
   readonly fences: readonly number[];
   #lost = false;
   #done = false;
-  #timer: NodeJS.Timeout | undefined;
+  /** Renewing (the lease is in the backend's renewals). */
+  #renewing = false;
+  /** When the last renewal succeeded (or the lease was granted). */
+  #lastOk = performance.now();
+  readonly #renewals: Renewals;
   readonly #backend: LeaseHost;
   readonly #owner: string;
   readonly #keys5: string[];
@@ -62,8 +67,10 @@ export class RedisLease implements Lease {
       fences: number[];
       incarnations: Map<string, string>;
       tracked: TrackedLease | undefined;
+      renewals: Renewals;
     },
   ) {
+    this.#renewals = o.renewals;
     this.#backend = backend;
     this.#owner = o.owner;
     this.#keys5 = o.keys5;
@@ -83,35 +90,32 @@ export class RedisLease implements Lease {
         this.#expiry.unref();
       }
     }
-    if (o.request.renew) this.#startRenewing(o.request.leaseMs);
+    if (o.request.renew) {
+      this.#renewing = true;
+      this.#renewals.add(this, o.request.leaseMs);
+    }
   }
 
   get lost(): boolean {
     return this.#lost;
   }
 
-  #startRenewing(leaseMs: number): void {
-    const every = Math.max(10, Math.floor(leaseMs / 3));
-    let lastOk = performance.now();
-    let inFlight = false;
+  /**
+   * @internal one renewal (the backend's renewals call it every third of leaseMs while held): a
+   * refusal marks the lease lost, and so does a lease not renewed for leaseMs.
+   */
+  renew(): Promise<void> {
+    const leaseMs = this.#request.leaseMs;
     const leaseKeys = this.#keys5.filter((_, i) => i % 5 === 0);
-    this.#timer = setInterval(() => {
-      if (inFlight || this.#done) return;
-      inFlight = true;
-      this.#backend
-        ._script('renew', leaseKeys, [this.#owner, Math.ceil(leaseMs)])
-        .then((ok) => {
-          if (ok === 1) lastOk = performance.now();
-          else this.#markLost();
-        })
-        .catch(() => {
-          if (performance.now() - lastOk >= leaseMs) this.#markLost();
-        })
-        .finally(() => {
-          inFlight = false;
-        });
-    }, every);
-    this.#timer.unref();
+    return this.#backend._script('renew', leaseKeys, [this.#owner, Math.ceil(leaseMs)]).then(
+      (ok) => {
+        if (ok === 1) this.#lastOk = performance.now();
+        else this.#markLost();
+      },
+      () => {
+        if (performance.now() - this.#lastOk >= leaseMs) this.#markLost();
+      },
+    );
   }
 
   #markLost(): void {
@@ -129,8 +133,9 @@ export class RedisLease implements Lease {
 
   /** @internal stops renewing (commit, release, close). */
   _stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = undefined;
+    if (!this.#renewing) return;
+    this.#renewing = false;
+    this.#renewals.delete(this);
   }
 
   async commit(writes: readonly DocWrite[]): Promise<WriteResult> {

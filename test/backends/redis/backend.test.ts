@@ -702,6 +702,52 @@ describe('renewal, expiry and errors through the store API', () => {
     await s2.close();
   });
 
+  it('one renewal timer serves leases of different lengths: a short lease taken after a long one is renewed in time', async () => {
+    // The backend renews every held lease from one timer, at the shortest period among them: a
+    // 150 ms lease taken while a 30 s lease sets a 10 s period must shorten it, or it expires.
+    const { createStore } = await import('../../../src/index.js');
+    const s1 = createStore(redis({ url, prefix }));
+    const s2 = createStore(redis({ url, prefix }));
+    const name = model();
+    const M1 = s1.model(name, schema);
+    const M2 = s2.model(name, schema);
+    await M1.create('long', { n: 0 });
+    await M1.create('short', { n: 0 });
+    const busy = (key: string) =>
+      M2.lock(key, () => false, { nowait: true }).catch(
+        (e: { code?: string }) => e.code === 'LOCK_BUSY',
+      );
+    let letGo = (): void => {};
+    const gate = new Promise<void>((r) => (letGo = r));
+    const long = M1.lock(
+      'long',
+      async (d) => {
+        await gate;
+        d.n = 1;
+      },
+      { leaseMs: 30_000 },
+    );
+    const checks: boolean[] = [];
+    await M1.lock(
+      'short',
+      async (d) => {
+        for (let i = 0; i < 4; i++) {
+          await new Promise((r) => setTimeout(r, 150));
+          checks.push(await busy('short'));
+        }
+        d.n = 1;
+      },
+      { leaseMs: 150 },
+    );
+    letGo();
+    await long;
+    expect(checks).toEqual([true, true, true, true]);
+    expect((await M2.get('short')).data.n).toBe(1);
+    expect((await M2.get('long')).data.n).toBe(1);
+    await s1.close();
+    await s2.close();
+  });
+
   it("a throw in fn is the caller's error even when the connection is gone (never hidden by release)", async () => {
     const { createStore } = await import('../../../src/index.js');
     const client = new Redis(url, {

@@ -22,7 +22,7 @@ import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
 import { RedisLease } from './lease.js';
 import { Renewals } from './renewals.js';
-import { runScript, type ScriptMode, type ScriptName } from './scripts.js';
+import { rerunScript, runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
 import {
   compactCommitReply,
@@ -157,8 +157,12 @@ export class RedisBackend implements Backend {
     writes: boolean,
   ): Promise<unknown> {
     const onWire = !(this.#client instanceof Cluster) && (this.#client as Redis).status === 'ready';
-    return this.#calls.run(`${name} script`, writes, onWire, () =>
-      runScript(this.#client, name, keys, args, this.#scripts),
+    return this.#calls.run(
+      `${name} script`,
+      writes,
+      onWire,
+      () => runScript(this.#client, name, keys, args, this.#scripts),
+      (err) => rerunScript(err, this.#client, name, keys, args, this.#scripts),
     );
   }
 
@@ -459,13 +463,10 @@ export class RedisBackend implements Backend {
    * every waiter looks again instead of waiting for its fallback timer.
    */
   #serving(name: ScriptName, keys: string[], args: (string | number)[]): Promise<string> {
-    return this.#script(name, keys, args, true).then(
-      (raw) => raw as string,
-      (err: unknown) => {
-        this.#wakeups.recheckAll();
-        throw err;
-      },
-    );
+    const reply = this.#script(name, keys, args, true) as Promise<string>;
+    // Beside the caller's chain, not in it: the reply reaches the caller without another hop.
+    reply.catch(() => this.#wakeups.recheckAll());
+    return reply;
   }
 
   /**

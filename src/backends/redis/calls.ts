@@ -14,7 +14,7 @@ interface Call {
   readonly deadline: number;
   /** Written on a ready connection (a call made while disconnected waits in ioredis's queue). */
   readonly onWire: boolean;
-  readonly fail: (err: Error) => void;
+  readonly fail: (err: unknown) => void;
 }
 
 /**
@@ -39,9 +39,16 @@ export class InflightCalls {
 
   /**
    * Runs `send`; its failure, a timeout or the loss of the connection (when `onWire`) rejects
-   * with BackendError naming `what`.
+   * with BackendError naming `what`. `retry`, given the error `send` failed with, may return a
+   * second attempt (the same deadline applies), or undefined to fail.
    */
-  run<T>(what: string, writes: boolean, onWire: boolean, send: () => Promise<T>): Promise<T> {
+  run<T>(
+    what: string,
+    writes: boolean,
+    onWire: boolean,
+    send: () => Promise<T>,
+    retry?: (err: unknown) => Promise<T> | undefined,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const call: Call = {
@@ -56,12 +63,17 @@ export class InflightCalls {
       };
       this.#calls.add(call);
       if (this.#timeoutMs !== undefined && !this.#sweeper) this.#startSweeping(this.#timeoutMs);
-      send().then((v) => {
+      const done = (v: T) => {
         if (settled) return;
         settled = true;
         this.#calls.delete(call);
         resolve(v);
-      }, call.fail);
+      };
+      send().then(done, (err: unknown) => {
+        const again = settled ? undefined : retry?.(err);
+        if (again) again.then(done, call.fail);
+        else call.fail(err);
+      });
     });
   }
 

@@ -160,13 +160,17 @@ async function evalScript(
 }
 
 /**
- * Runs a named script on `client` with `keys` and `args`; returns the script's reply.
- * `mode` picks FCALL of the function library (`functions`), EVALSHA (`eval`), or the first that
- * the server accepts (`auto`, the default).
+ * Runs a named script on `client` with `keys` and `args`; returns the script's reply. `mode`
+ * picks FCALL of the function library (`functions`), EVALSHA (`eval`), or the first that the
+ * server accepts (`auto`, the default). When the server lost our function library (a restart
+ * without persistence, FUNCTION FLUSH), the call fails with "Function not found": pass that
+ * error to {@link rerunScript}, which loads the library again and runs the script once more.
+ * (The retry is the caller's, so that the common reply reaches it without an extra promise.)
  *
  * @example
  * ```ts
- * const reply = await runScript(client, 'read', ['lockstep:{account:ann}'], []);
+ * const args = [client, 'read', ['lockstep:{account:ann}'], []] as const;
+ * const reply = await runScript(...args).catch((err) => rerunScript(err, ...args) ?? Promise.reject(err));
  * ```
  */
 export function runScript(
@@ -177,29 +181,43 @@ export function runScript(
   mode: ScriptMode | 'auto' = 'auto',
 ): Promise<unknown> {
   const s = load().entries.get(name) as Loaded;
-  const fcall = () =>
-    client
-      .fcall(s.fn, keys.length, ...keys, ...args)
-      .catch((err: unknown) => reloaded(err, client, s, keys, args, mode));
   const m = modeOf(client, mode);
-  // The common case, the library known to be loaded: the FCALL's own promise and one handler
+  // The common case, the library known to be loaded: the FCALL's own promise, nothing else
   // (every promise and await costs, more so with AsyncLocalStorage's hooks on).
-  if (m === 'functions') return fcall();
+  if (m === 'functions') return client.fcall(s.fn, keys.length, ...keys, ...args);
   if (m === 'eval') return evalScript(client, s, keys, args);
-  return m.then((known) => (known === 'eval' ? evalScript(client, s, keys, args) : fcall()));
+  return m.then((known) =>
+    known === 'eval'
+      ? evalScript(client, s, keys, args)
+      : client.fcall(s.fn, keys.length, ...keys, ...args),
+  );
 }
 
-/** After "Function not found" (the server lost the library: restart without persistence,
- * FUNCTION FLUSH): loads it again and retries once; any other error is rethrown. */
-async function reloaded(
+/**
+ * The retry of a {@link runScript} call that failed with `err`: after "Function not found" (the
+ * server lost the library), loads it again and runs the script once more; undefined for any
+ * other error (EVALSHA's NOSCRIPT is handled inside runScript).
+ */
+export function rerunScript(
   err: unknown,
+  client: Redis | Cluster,
+  name: ScriptName,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+  mode: ScriptMode | 'auto' = 'auto',
+): Promise<unknown> | undefined {
+  if (!isError(err, 'ERR Function not found')) return undefined;
+  return reloaded(client, load().entries.get(name) as Loaded, keys, args, mode);
+}
+
+/** Loads the function library again (it was lost) and runs the script once more. */
+async function reloaded(
   client: Redis | Cluster,
   s: Loaded,
   keys: readonly string[],
   args: readonly (string | number)[],
   mode: ScriptMode | 'auto',
 ): Promise<unknown> {
-  if (!isError(err, 'ERR Function not found')) throw err;
   modes.delete(client);
   const m = await modeOf(client, mode);
   if (m === 'eval') return evalScript(client, s, keys, args);

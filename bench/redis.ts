@@ -136,6 +136,15 @@ async function handoff(prefix: string, rounds: number): Promise<string> {
   return out;
 }
 
+/** The anchor of sections 1 and 5: redlock's `using` around an ioredis GET and SET. */
+function redlockCounter(redlock: Redlock, raw: Redis, rawKey: string): () => Promise<unknown> {
+  return () =>
+    redlock.using([`${rawKey}:lock`], 5_000, async () => {
+      const v = Number(await raw.get(rawKey));
+      await raw.set(rawKey, String(v + 1));
+    });
+}
+
 /** Section 5: one minimal FCALL per hand-off between the holders of one process. */
 async function floor(raw: Redis, redlock: Redlock, rawKey: string): Promise<string> {
   const lib = `lsfloor_${process.pid}`;
@@ -172,11 +181,7 @@ async function floor(raw: Redis, redlock: Redlock, rawKey: string): Promise<stri
       '5. floor for section 1: one minimal FCALL per hand-off (not a target)',
       0,
       'redlock.using([key]) + GET + SET',
-      () =>
-        redlock.using([`${rawKey}:lock`], 5_000, async () => {
-          const v = Number(await raw.get(rawKey));
-          await raw.set(rawKey, String(v + 1));
-        }),
+      redlockCounter(redlock, raw, rawKey),
       'fence check + HSET + INCR, next holder on the reply',
       lock,
     );
@@ -206,11 +211,7 @@ export default async function main(): Promise<void> {
         '1. lock, read, modify, commit, release (one hot key)',
         3,
         'redlock.using([key]) + GET + SET',
-        () =>
-          redlock.using([`${rawKey}:lock`], 5_000, async () => {
-            const v = Number(await raw.get(rawKey));
-            await raw.set(rawKey, String(v + 1));
-          }),
+        redlockCounter(redlock, raw, rawKey),
         'lockstep Counter.lock(hot, d => d.n += 1)',
         () => Counter.lock('hot', (d) => void (d.n += 1)),
       );

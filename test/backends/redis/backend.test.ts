@@ -662,13 +662,17 @@ describe('scripts and clients', () => {
 describe('renewal, expiry and errors through the store API', () => {
   const schema = z.object({ n: z.number() });
 
-  it('renew: true keeps a lease past leaseMs while fn runs; renew: false lets it expire', async () => {
+  /** Two stores (two backends, as two processes would have) and one model in each. */
+  const twoStores = async () => {
     const { createStore } = await import('../../../src/index.js');
     const s1 = createStore(redis({ url, prefix }));
     const s2 = createStore(redis({ url, prefix }));
     const name = model();
-    const M1 = s1.model(name, schema);
-    const M2 = s2.model(name, schema);
+    return { s1, s2, M1: s1.model(name, schema), M2: s2.model(name, schema) };
+  };
+
+  it('renew: true keeps a lease past leaseMs while fn runs; renew: false lets it expire', async () => {
+    const { s1, s2, M1, M2 } = await twoStores();
     await M1.create('k', { n: 0 });
     // Renewed: another process sees it busy well past leaseMs, and the holder commits.
     let busyLate = false;
@@ -705,12 +709,7 @@ describe('renewal, expiry and errors through the store API', () => {
   it('one renewal timer serves leases of different lengths: a short lease taken after a long one is renewed in time', async () => {
     // The backend renews every held lease from one timer, at the shortest period among them: a
     // 150 ms lease taken while a 30 s lease sets a 10 s period must shorten it, or it expires.
-    const { createStore } = await import('../../../src/index.js');
-    const s1 = createStore(redis({ url, prefix }));
-    const s2 = createStore(redis({ url, prefix }));
-    const name = model();
-    const M1 = s1.model(name, schema);
-    const M2 = s2.model(name, schema);
+    const { s1, s2, M1, M2 } = await twoStores();
     await M1.create('long', { n: 0 });
     await M1.create('short', { n: 0 });
     const busy = (key: string) =>

@@ -3,9 +3,11 @@
  * an interval per lease. A lease is renewed every third of its `leaseMs` (at least every 10 ms);
  * most locks end long before their first renewal is due, and then cost no timer at all (with a
  * timer per lease, every lock created and cleared one, and with AsyncLocalStorage on, ran its
- * hooks). The timer runs while renewing leases are held, at the shortest period among them; a
- * lease is renewed at most half a period early and half a period late (with its own period
- * first: every third of leaseMs, late by at most a sixth), so always well before it expires.
+ * hooks). The timer runs at the shortest period among the held leases; a lease is renewed at most
+ * half a period early or late (every third of leaseMs, give or take a sixth), so always well
+ * before it expires. It stops at its first run that finds no lease held (not at once: on a hot
+ * key, one lease ends just before the next is granted, and the timer would restart on every
+ * lock), and it never keeps the process alive (unref); close() stops it.
  */
 
 /** A lease as the renewer sees it. */

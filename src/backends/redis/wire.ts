@@ -194,18 +194,16 @@ export function shortCommit(env: { t: string; w: readonly unknown[] }): string[]
   if (env.w.length !== 1) return undefined;
   const w = env.w[0] as {
     k?: string;
+    d?: number;
     ops?: Array<{ o: string; f: string; v?: string }>;
     ck?: { t?: string; ok?: boolean };
     fs?: number;
     inc?: string;
-    g?: unknown;
-    ev?: unknown;
-    ei?: unknown;
-    vb?: unknown;
   };
-  if (w.k !== 'patch' || w.g || w.ev !== undefined || w.ei !== undefined || w.vb !== undefined) {
-    return undefined;
-  }
+  // Only fields the short form carries: a write with anything else (guards, expected version,
+  // a field added to the envelope later) must take the general path, which honours it.
+  for (const k in w) if (!SHORT_FIELDS.has(k)) return undefined;
+  if (w.k !== 'patch' || w.d !== 1) return undefined;
   const ck = w.ck;
   if (!ck || ck.ok !== true || typeof ck.t !== 'string' || !w.ops || w.ops.length === 0) {
     return undefined;
@@ -219,6 +217,9 @@ export function shortCommit(env: { t: string; w: readonly unknown[] }): string[]
   }
   return args;
 }
+
+/** The envelope write fields {@link shortCommit} carries. */
+const SHORT_FIELDS = new Set(['k', 'd', 'ops', 'ck', 'fs', 'inc']);
 
 /**
  * Reads the compact reply of a lock commit's short form (see `fast_commit` in commit.lua):

@@ -92,14 +92,16 @@ if n == 1 and ARGV[5] then
     -- The reply, without the document's fields (the caller has them): compact when it says
     -- only that, "x|<version>|<token>|<incarnation>", plus "|<waiter id>|<fence>" per grant to
     -- a waiter of the caller's process (its document: the same); JSON with "x" otherwise.
+    local function doc_j()
+      return '{"v":' .. version .. ',"w":' .. enc_str(t) .. ',"c":' .. enc_str(inc) .. ',"f":{}}'
+    end
     local compact = not sfind(t, '|', 1, true) and not sfind(inc, '|', 1, true)
+    local j
     if compact then
       loc.pdocs = { [B] = true }
       loc.cg = {}
-    end
-    local j
-    if not compact then
-      j = '{"v":' .. version .. ',"w":' .. enc_str(t) .. ',"c":' .. enc_str(inc) .. ',"f":{}}'
+    else
+      j = doc_j()
       loc.pdocs = { [B] = j }
     end
     release_all()
@@ -107,12 +109,11 @@ if n == 1 and ARGV[5] then
       if #loc.cg == 0 then return 'x|' .. version .. '|' .. t .. '|' .. inc end
       return 'x|' .. version .. '|' .. t .. '|' .. inc .. '|' .. tconcat(loc.cg, '|')
     end
-    j = j or ('{"v":' .. version .. ',"w":' .. enc_str(t) .. ',"c":' .. enc_str(inc) .. ',"f":{}}')
+    j = j or doc_j()
     -- Other wake-ups of the caller's process came too (rare): all of it as JSON.
-    for _, g in ipairs(loc.cg or {}) do
-      local bar = sfind(g, '|', 1, true)
-      loc[#loc + 1] = '["' .. ssub(g, 1, bar - 1) .. '",{"ok":1,"fences":[' .. ssub(g, bar + 1) ..
-        '],"docs":[' .. j .. '],"p":1}]'
+    local cg = loc.cg or {}
+    for i = 1, #cg, 2 do
+      loc[#loc + 1] = '["' .. cg[i] .. '",{"ok":1,"fences":[' .. cg[i + 1] .. '],"docs":[' .. j .. '],"p":1}]'
     end
     local nops = (#ARGV - 8) / 3
     return with_grants('{"ok":1,"x":1,"docs":[' .. j .. '],"results":[[' .. srep('null,', nops - 1) .. 'null]]}')

@@ -847,8 +847,9 @@ end
 -- caller's own process (loc.ch is its channel) goes into loc, for the script's reply, instead of
 -- pub/sub (loc.docs: B -> the document's JSON as the caller's batch just committed it, if known;
 -- loc.pdocs: the same without its fields, which the caller predicted, for the caller's own
--- waiters only, flagged "p"; or true: such grants go to loc.cg as "<waiter id>|<fence>"): that process reads it with the reply it is waiting for anyway, and
--- can start the next holder before it resumes the one that just committed.
+-- waiters only, flagged "p"; or true: such grants go to loc.cg as waiter id, fence pairs): that
+-- process reads it with the reply it is waiting for anyway, and can start the next holder before
+-- it resumes the one that just committed.
 -- popped: w was taken off Q already (live_head with take); fresh: see grant.
 local function serve(w, L, Q, QA, B, F, now, loc, popped, fresh)
   local payload = 'null'
@@ -859,9 +860,10 @@ local function serve(w, L, Q, QA, B, F, now, loc, popped, fresh)
     local fence = grant(L, w.owner, w.mode, w.lease, now, F, fresh)
     local pdoc = loc and w.ch == loc.ch and loc.pdocs and loc.pdocs[B]
     if pdoc == true then
-      -- The caller predicted the document and takes the grant as "<waiter id>|<fence>" (see
-      -- the compact reply in commit.lua).
-      loc.cg[#loc.cg + 1] = w.id .. '|' .. fence
+      -- The caller predicted the document and takes the grant as waiter id, fence (see the
+      -- compact reply in commit.lua).
+      loc.cg[#loc.cg + 1] = w.id
+      loc.cg[#loc.cg + 1] = fence
       return true
     end
     if pdoc then

@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { KeyLayout } from '../src/backends/redis/keys.js';
+import { dropKeys } from './redis.js';
 
 const URL_ = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const WORKERS = 16;
@@ -125,20 +126,7 @@ export default async function main(): Promise<void> {
     await a.close();
     await b.close();
     const raw = new Redis(URL_);
-    for (const s of [a, b]) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await raw.scan(
-          cursor,
-          'MATCH',
-          new KeyLayout(s.prefix).pattern,
-          'COUNT',
-          1000,
-        );
-        cursor = next;
-        if (keys.length > 0) await raw.del(...keys);
-      } while (cursor !== '0');
-    }
+    for (const s of [a, b]) await dropKeys(raw, new KeyLayout(s.prefix).pattern);
     await raw.quit();
   }
 }

@@ -136,6 +136,16 @@ async function handoff(prefix: string, rounds: number): Promise<string> {
   return out;
 }
 
+/** Deletes every key matching `pattern` (a bench's cleanup; the bench does not import tests). */
+export async function dropKeys(raw: Redis, pattern: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await raw.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await raw.del(...keys);
+  } while (cursor !== '0');
+}
+
 /** The anchor of sections 1 and 5: redlock's `using` around an ioredis GET and SET. */
 function redlockCounter(redlock: Redlock, raw: Redis, rawKey: string): () => Promise<unknown> {
   return () =>
@@ -255,12 +265,7 @@ export default async function main(): Promise<void> {
       new KeyLayout(`${prefix}:ho`).pattern,
       `${rawKey}*`,
     ]) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await raw.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length > 0) await raw.del(...keys);
-      } while (cursor !== '0');
+      await dropKeys(raw, pattern);
     }
     await raw.quit();
     await Promise.all(watchers.map((c) => c.quit()));

@@ -11,34 +11,28 @@
  *    `BEGIN; SELECT ... WHERE id IN (a, b) ORDER BY id FOR UPDATE; UPDATE; UPDATE; COMMIT`,
  *    and `store.apply` (guarded incr on both accounts) for reference.
  *
- * Each side first runs uncounted for BENCH_WARMUP seconds (default 1); then each pair is measured twice, interleaved (anchor, lockstep, anchor, lockstep), and the two
- * rounds are summed, to even out a shared machine's noise. Run: `npm run bench -- postgres`.
+ * Each side first runs uncounted for BENCH_WARMUP seconds (default 1); then the anchor and the
+ * subjects alternate for BENCH_PAIRS pairs (default 5) of BENCH_SECONDS rounds (default 2), and
+ * each ratio is the median of the per-pair ratios, with their range (see `alternate` in
+ * measure.ts). Run: `npm run bench -- postgres`.
  */
 import pg from 'pg';
 import { z } from 'zod';
 import { postgres } from '../src/backends/postgres/index.js';
 import { createStore } from '../src/store/index.js';
-import { measure as measureLoad, percentile, WARMUP_SECONDS, warmUp } from './measure.js';
+import {
+  alternate,
+  type Measure,
+  PAIRS,
+  percentile,
+  ratioText,
+  WARMUP_SECONDS,
+} from './measure.js';
 
 const URL_ = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const POOL = 16;
 let WORKERS = 16;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
-
-interface Measure {
-  ops: number;
-  ms: number;
-  p99: number;
-}
-
-async function measure(fn: (worker: number) => Promise<unknown>): Promise<Measure> {
-  const m = await measureLoad(WORKERS, SECONDS, fn);
-  return { ops: m.ops, ms: m.ms, p99: percentile(m.lat, 0.99) };
-}
-
-function add(a: Measure | undefined, b: Measure): Measure {
-  return a ? { ops: a.ops + b.ops, ms: a.ms + b.ms, p99: Math.max(a.p99, b.p99) } : b;
-}
 
 const rate = (m: Measure) => (m.ops / m.ms) * 1000;
 
@@ -48,23 +42,20 @@ async function pair(
   anchor: (w: number) => Promise<unknown>,
   ours: Array<[string, (w: number) => Promise<unknown>]>,
 ): Promise<string[]> {
-  let a: Measure | undefined;
-  const o: Array<Measure | undefined> = ours.map(() => undefined);
-  await warmUp(WORKERS, [anchor, ...ours.map(([, fn]) => fn)]);
-  for (let round = 0; round < 2; round++) {
-    a = add(a, await measure(anchor));
-    for (let i = 0; i < ours.length; i++)
-      o[i] = add(o[i], await measure((ours[i] as [string, (w: number) => Promise<unknown>])[1]));
-  }
-  const A = a as Measure;
+  const r = await alternate(
+    WORKERS,
+    SECONDS,
+    anchor,
+    ours.map(([, fn]) => fn),
+  );
   const lines = [
     `${title}`,
-    `  ${anchorName.padEnd(44)} ${rate(A).toFixed(0).padStart(7)} ops/s  p99 ${A.p99.toFixed(1)} ms  (anchor)`,
+    `  ${anchorName.padEnd(44)} ${rate(r.anchor).toFixed(0).padStart(7)} ops/s  p99 ${percentile(r.anchor.lat, 0.99).toFixed(1)} ms  (anchor)`,
   ];
   ours.forEach(([name], i) => {
-    const m = o[i] as Measure;
+    const m = r.subjects[i] as Measure;
     lines.push(
-      `  ${name.padEnd(44)} ${rate(m).toFixed(0).padStart(7)} ops/s  p99 ${m.p99.toFixed(1)} ms  ${(rate(m) / rate(A)).toFixed(2)}x`,
+      `  ${name.padEnd(44)} ${rate(m).toFixed(0).padStart(7)} ops/s  p99 ${percentile(m.lat, 0.99).toFixed(1)} ms  ${ratioText(r.ratios[i] as number[])}`,
     );
   });
   for (const l of lines) console.log(l);
@@ -105,7 +96,7 @@ export default async function main(): Promise<void> {
     };
 
     console.log(
-      `postgres bench: pool ${POOL}, ${WORKERS} workers, ${WARMUP_SECONDS}s warm-up, then ${SECONDS}s x 2 interleaved rounds per side`,
+      `postgres bench: pool ${POOL}, ${WORKERS} workers, ${WARMUP_SECONDS}s warm-up, then ${PAIRS} alternated pairs of ${SECONDS}s rounds; ratios: median of the pairs (range)`,
     );
     await pair(
       '1. lock, read, modify, commit (one hot row)',

@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { KeyLayout } from '../src/backends/redis/keys.js';
+import { median } from './measure.js';
 import { dropKeys } from './redis.js';
 
 const URL_ = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -81,8 +82,6 @@ async function round(op: () => Promise<unknown>, seconds: number): Promise<[numb
   const cpu = process.cpuUsage(c0);
   return [(ops / (performance.now() - t0)) * 1000, (cpu.user + cpu.system) / ops];
 }
-
-const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] ?? 0;
 
 /** Runs the A/B and prints both medians and the median of the per-pair ratios. */
 export default async function main(): Promise<void> {

@@ -19,8 +19,9 @@
  *    no crash safety; against the same redlock anchor. Not a target: it shows how far from the
  *    machine's limit section 1 is.
  *
- * Each side first runs uncounted for BENCH_WARMUP seconds (default 1), then each pair is measured
- * twice, interleaved, to even out a shared machine's noise.
+ * Each side first runs uncounted for BENCH_WARMUP seconds (default 1), then the two alternate for
+ * BENCH_PAIRS pairs (default 5) of BENCH_SECONDS rounds; each ratio is the median of the per-pair
+ * ratios, printed with their range (see `alternate` in measure.ts).
  * Run: `npm run bench -- redis` (REDIS_URL, default redis://127.0.0.1:6379; BENCH_SECONDS=2;
  * BENCH_ONLY=1,2 runs only those sections).
  */
@@ -33,11 +34,13 @@ import { redis } from '../src/backends/redis/index.js';
 import { KeyLayout } from '../src/backends/redis/keys.js';
 import { createStore } from '../src/index.js';
 import {
+  alternate,
   type Measure,
-  measure as measureLoad,
+  median,
+  PAIRS,
   percentile,
+  ratioText,
   WARMUP_SECONDS,
-  warmUp,
 } from './measure.js';
 
 const URL_ = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -45,8 +48,6 @@ const WORKERS = 16;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 /** BENCH_ONLY=2 or BENCH_ONLY=1,2: run only these sections (4 = hand-off); default all. */
 const ONLY = new Set((process.env.BENCH_ONLY ?? '1,2,3,4').split(',').map((x) => x.trim()));
-
-const measure = (fn: (worker: number) => Promise<unknown>) => measureLoad(WORKERS, SECONDS, fn);
 
 const rate = (m: Measure) => (m.ops / m.ms) * 1000;
 
@@ -58,32 +59,21 @@ async function pair(
   oursName: string,
   ours: (w: number) => Promise<unknown>,
 ): Promise<string> {
-  const a: Measure = { ops: 0, ms: 0, lat: [] };
-  const o: Measure = { ops: 0, ms: 0, lat: [] };
-  await warmUp(WORKERS, [anchor, ours]);
-  for (let round = 0; round < 2; round++) {
-    for (const [acc, fn] of [
-      [a, anchor],
-      [o, ours],
-    ] as const) {
-      const m = await measure(fn);
-      acc.ops += m.ops;
-      acc.ms += m.ms;
-      for (const x of m.lat) acc.lat.push(x);
-    }
-  }
-  const ratio = rate(o) / rate(a);
+  const r = await alternate(WORKERS, SECONDS, anchor, [ours]);
+  const o = r.subjects[0] as Measure;
+  const ratios = r.ratios[0] as number[];
+  const ratio = median(ratios);
   const line = (name: string, m: Measure, tail: string) =>
     `  ${name.padEnd(52)} ${rate(m).toFixed(0).padStart(7)} ops/s  p50 ${percentile(m.lat, 0.5).toFixed(2)} ms  p99 ${percentile(m.lat, 0.99).toFixed(2)} ms  ${tail}`;
   const out = [
     title,
-    line(anchorName, a, '(anchor)'),
+    line(anchorName, r.anchor, '(anchor)'),
     line(
       oursName,
       o,
       target > 0
-        ? `${ratio.toFixed(2)}x (target >= ${target}x${ratio >= target ? '' : ' MISSED'})`
-        : `${ratio.toFixed(2)}x (reference, no target)`,
+        ? `${ratioText(ratios)} (target >= ${target}x${ratio >= target ? '' : ' MISSED'})`
+        : `${ratioText(ratios)} (reference, no target)`,
     ),
   ].join('\n');
   console.log(out);
@@ -214,7 +204,7 @@ export default async function main(): Promise<void> {
   const redlock = new Redlock([raw], { retryCount: -1 });
   try {
     console.log(
-      `redis bench: ${WORKERS} workers on one hot key, ${WARMUP_SECONDS}s warm-up, then ${SECONDS}s x 2 interleaved rounds per side`,
+      `redis bench: ${WORKERS} workers on one hot key, ${WARMUP_SECONDS}s warm-up, then ${PAIRS} alternated pairs of ${SECONDS}s rounds; ratios: median of the pairs (range)`,
     );
     if (ONLY.has('1'))
       await pair(

@@ -39,6 +39,19 @@ interface Leaving {
   done?: () => void;
 }
 
+/** Key -> incarnation of each document a lease was granted with (absent documents have none). */
+function incarnationsOf(
+  keys: readonly string[],
+  docs: ReadonlyArray<WireDoc | null>,
+): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i < docs.length; i++) {
+    const w = docs[i];
+    if (w) m.set(keys[i] as string, w.c);
+  }
+  return m;
+}
+
 /** A queued waiter's entry lives this long unless refreshed (a dead waiter never blocks longer). */
 const WAITER_TTL_MS = 10_000;
 
@@ -249,7 +262,9 @@ export class RedisBackend implements Backend {
     });
     const owner = nextId(this.#instance);
     const leaseMs = Math.ceil(r.leaseMs);
-    const lockName = `${r.model} ${r.keys.map((k) => JSON.stringify(k)).join(', ')} (${r.action})`;
+    // For error messages only: built when one is thrown.
+    const lockName = () =>
+      `${r.model} ${r.keys.map((k) => JSON.stringify(k)).join(', ')} (${r.action})`;
     const attempt = (wid: string, channel: string) =>
       this.#script(
         'acquire',
@@ -264,9 +279,7 @@ export class RedisBackend implements Backend {
         docKeys: docs,
         request: r,
         lockName,
-        incarnations: new Map(
-          g.docs.flatMap((w, i) => (w ? [[r.keys[i] as string, w.c] as const] : [])),
-        ),
+        incarnations: incarnationsOf(r.keys, g.docs),
         docs: g.docs.map((w, i) => {
           if (w) this.#writes.remember(docs[i] as DocKeys, w, -1);
           return w ? toDoc(r.keys[i] as string, w) : undefined;
@@ -283,7 +296,7 @@ export class RedisBackend implements Backend {
       const g = await attempt('', '');
       if (g.ok === 1) return make(g);
       if (r.skipLocked) return undefined;
-      throw new LockBusyError(lockName);
+      throw new LockBusyError(lockName());
     }
 
     const subscribing = this.#wakeups.subscribe();
@@ -318,7 +331,7 @@ export class RedisBackend implements Backend {
       r.timeoutMs === undefined
         ? undefined
         : setTimeout(
-            () => cancel(new LockTimeoutError(lockName, performance.now() - started)),
+            () => cancel(new LockTimeoutError(lockName(), performance.now() - started)),
             r.timeoutMs,
           );
     let queued = false;
@@ -388,33 +401,43 @@ export class RedisBackend implements Backend {
     }
     return this.#writes
       .runBatch(plan, async (keys, env, _spec, outcome) => {
-        const args: Array<string | number> = [
-          owner,
-          keys5.length / 5,
-          JSON.stringify(env),
-          this.#channel,
-        ];
         // Predicted exactly on the lease's snapshot: when the document has not moved since, the
-        // script stores the changed fields without loading the document or decoding the
-        // envelope, and answers without the fields ("x"); we have them. See fast_commit in
-        // commit.lua.
+        // script stores the changed fields without loading the document or the envelope, and
+        // answers without the fields ("x"); we have them. See fast_commit in commit.lua. The
+        // envelope is then not sent at all: a document that moved meanwhile makes the script
+        // answer "e" having done nothing, and the commit goes again, with the envelope only.
         const short =
           outcome && keys5.length === 5
             ? shortCommit(env as { t: string; w: readonly unknown[] })
             : undefined;
+        const args: Array<string | number> = [
+          owner,
+          keys5.length / 5,
+          short ? '' : JSON.stringify(env),
+          this.#channel,
+        ];
         if (short) for (const a of short) args.push(a);
-        const raw = await this.#serving('commit', [...keys5, ...keys], args);
+        const allKeys = [...keys5, ...keys];
+        let raw = await this.#serving('commit', allKeys, args);
+        if (raw === 'e') {
+          // The general path, with the envelope and without the short form (already refused).
+          raw = await this.#serving('commit', allKeys, [
+            ...args.slice(0, 2),
+            JSON.stringify(env),
+            this.#channel,
+          ]);
+        }
         const reply: Reply & { grants?: LocalWakeups; x?: 1 } =
           (short && outcome ? compactCommitReply(raw, outcome.results) : undefined) ??
           (JSON.parse(raw) as Reply & { grants?: LocalWakeups; x?: 1 });
+        // The reply goes no further than runBatch, which builds the caller's result from its
+        // ok, docs and results: "x" and "grants" stay on it.
         if (reply.x) {
-          delete reply.x;
           const reading = this.#fillPredicted(reply, reply.grants, outcome, keys[0] as string);
           if (reading) await reading;
         }
         const handing = this.#handOver(reply.grants);
         if (handing) await handing;
-        delete reply.grants;
         return reply;
       })
       .finally(() => this.#leases.delete(lease));

@@ -49,7 +49,7 @@ export class RedisLease implements Lease {
   readonly #keys5: string[];
   readonly #docKeys: DocKeys[];
   readonly #request: LeaseRequest;
-  readonly #lockName: string;
+  readonly #lockName: () => string;
   readonly #incarnations: Map<string, string>;
   readonly #tracked: TrackedLease | undefined;
   /** Untracks a lease that is not renewed once it has expired in Redis. */
@@ -62,7 +62,8 @@ export class RedisLease implements Lease {
       keys5: string[];
       docKeys: DocKeys[];
       request: LeaseRequest;
-      lockName: string;
+      /** The lock's name, for messages (built on demand). */
+      lockName: () => string;
       docs: Array<StoredDoc | undefined>;
       fences: number[];
       incarnations: Map<string, string>;
@@ -198,6 +199,6 @@ export class RedisLease implements Lease {
 
   /** @internal for debugging. */
   toString(): string {
-    return `RedisLease(${this.#lockName}, ${this.#docKeys.length} keys)`;
+    return `RedisLease(${this.#lockName()}, ${this.#docKeys.length} keys)`;
   }
 }

@@ -233,8 +233,10 @@ describe('redis lock commit without loading the document', () => {
       });
       expect((await M.get('three')).data).toEqual({ n: 41, other: 'moved', tags: [] });
       await settle();
-      // The short path looked (HMGET) and saw the document moved; the general path loaded it and
-      // answered "stale" with it; the commit was predicted again on it and took the short path.
+      // The short path looked (HMGET), saw the document moved and asked for the envelope (it is
+      // not sent with the short form); the general path loaded the document and answered "stale"
+      // with it; the commit was predicted again on it and took the short path. A second HMGET
+      // more would mean the short form was sent again with the envelope.
       expect(count('HMGET', docKey)).toBe(2);
       expect(count('HGETALL', docKey)).toBeGreaterThanOrEqual(1);
       // The next holder of this process starts from the merged document.

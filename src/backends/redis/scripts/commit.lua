@@ -1,8 +1,9 @@
 -- commit: verify the lease still holds on every key (fencing), run the batch, release.
 -- KEYS: per lease key (L, Q, QA, B, F), then the document hashes. ARGV: owner, lease key count,
--- envelope, the caller's wake-up channel, then (one key only, optional) the short form of the
--- commit (see fast_commit). Waiters of the caller's own process that the release
--- serves come back in the reply as "grants" (see serve in lib.lua) instead of by pub/sub.
+-- envelope ('' when the short form follows), the caller's wake-up channel, then (one key only,
+-- optional) the short form of the commit (see fast_commit). Waiters of the caller's own process
+-- that the release serves come back in the reply as "grants" (see serve in lib.lua) instead of
+-- by pub/sub.
 local owner, n = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local loc = { ch = ARGV[4] }
@@ -119,6 +120,9 @@ if n == 1 and ARGV[5] then
     return with_grants('{"ok":1,"x":1,"docs":[' .. j .. '],"results":[[' .. srep('null,', nops - 1) .. 'null]]}')
   end
 end
+-- The short form came without the envelope (the caller expected the fast path): nothing was
+-- written, the lease is still held; ask for the envelope.
+if ARGV[3] == '' then return 'e' end
 local env = cjson.decode(ARGV[3])
 local reply, applied, byKey = run_batch(env, function(d) return KEYS[base + d] end)
 if sfind(reply, '^{"ok":0,"stale"') then return reply end

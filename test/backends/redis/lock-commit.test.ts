@@ -250,4 +250,65 @@ describe('redis lock commit without loading the document', () => {
       await other.close();
     }
   });
+
+  it('lock holders of two processes race writers of a third on one document: nothing is lost, and commits that met a moved document went again', async () => {
+    // A writer without the lock moves the document between a holder's snapshot and its commit:
+    // the short form (sent without the envelope) answers "e", the commit goes again with the
+    // envelope, meets "stale", is predicted again and lands. Every increment and every append
+    // must be there at the end, each exactly once.
+    const stores = [0, 1, 2].map(() => createStore(redis({ url, prefix })));
+    const model = (st: (typeof stores)[number]) => st.model('doc', Doc);
+    const [A, B, W] = stores.map(model) as [
+      ReturnType<typeof model>,
+      ReturnType<typeof model>,
+      ReturnType<typeof model>,
+    ];
+    const docKey = new KeyLayout(prefix).doc('doc', 'six').doc;
+    const commits: string[] = [];
+    const onCommit = (_time: string, args: string[]) => {
+      if (
+        args[0]?.toLowerCase() === 'fcall' &&
+        args[1]?.endsWith('_commit') &&
+        args.includes(docKey)
+      ) {
+        commits.push(args[1]);
+      }
+    };
+    monitor.on('monitor', onCommit);
+    try {
+      await A.put('six', { n: 0, other: 'x', tags: [] });
+      const LOCKS = 4 * 15;
+      const APPENDS = 3 * 20;
+      await Promise.all([
+        ...Array.from({ length: 4 }, (_, t) =>
+          (async () => {
+            const M = t % 2 === 0 ? A : B;
+            for (let i = 0; i < 15; i++) {
+              await M.lock('six', async (d) => {
+                d.n += 1;
+                // At least one commit per holder meets a document moved under its snapshot.
+                if (i === 0) await W.apply('six', (o) => o.tags.append(`in-${t}`));
+              });
+            }
+          })(),
+        ),
+        ...Array.from({ length: 3 }, (_, t) =>
+          (async () => {
+            for (let i = 0; i < 20 - (t === 0 ? 4 : 0); i++) {
+              await W.apply('six', (o) => o.tags.append(`w${t}-${i}`));
+            }
+          })(),
+        ),
+      ]);
+      const final = (await A.get('six')).data;
+      expect(final.n).toBe(LOCKS);
+      expect(final.tags.length).toBe(APPENDS);
+      expect(new Set(final.tags).size).toBe(APPENDS);
+      await settle();
+      expect(commits.length).toBeGreaterThan(LOCKS);
+    } finally {
+      monitor.off('monitor', onCommit);
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
 });

@@ -12,6 +12,42 @@
  *
  * A new backend implements this file and passes `test/conformance/`; nothing else changes.
  *
+ * ## The boundary (what a backend does NOT do)
+ * `createStore(backend)` wraps every backend in one boundary (`src/store/boundary.ts`) that runs
+ * in front of every call, identically for every backend:
+ * - input checks: refs, write batches (kinds, names, keys, ops and guards, JSON values — no
+ *   `undefined`, holes, cycles, non-finite numbers, non-plain objects —, one document at most once
+ *   per batch) and lease requests (keys distinct and in canonical order, action, mode, `leaseMs`,
+ *   `timeoutMs`, `signal`) — bad input is a `ValidationError` and nothing reaches the backend;
+ * - a lease's commit may touch only the documents of that lease: anything else is a
+ *   `ValidationError` thrown by the boundary, the lease is released and nothing is written;
+ * - in-process deadlock tracking (`src/sync/tracked-leases.ts`): the boundary registers every
+ *   wait of this process (leases, and plain writes to a document an in-process task holds) in
+ *   the wait-for graph, so a cycle gets `DeadlockError` at once, on every backend;
+ * - lock names in messages.
+ * A backend may therefore assume well-formed input and implements semantics only.
+ *
+ * ## Unwritten rules, written (the conformance suite checks each)
+ * - Canonical key order: a lease's keys arrive sorted by UTF-16 code units (`[...keys].sort()`),
+ *   and a backend takes them in that order.
+ * - The default action is `'default'`; leases with different actions on one key never block
+ *   each other.
+ * - Plain writers wait for the default action's exclusive leases: while an exclusive lease of the
+ *   default action is held on a document, `write` batches touching it wait until the lease ends
+ *   (commit, release, expiry), then run — as an `UPDATE` waits for a row locked `FOR UPDATE`. So a
+ *   default-action holder's commit never meets `conflict` from a plain writer. Shared leases and
+ *   leases of other actions do not hold plain writers back (a named action is a lane of its own:
+ *   its holder's commit is still field-checked and may be refused with `conflict`).
+ * - Program order: a lease sees every write this process issued (and had resolved or still in
+ *   flight) before asking for it.
+ * - Time that matters for correctness (lease expiry) is the server's clock.
+ * - Outcomes are exact: `applied: false` (any reason, `fence` included) means nothing was
+ *   written, and `applied: true` means everything was. A backend that cannot tell (a reply lost
+ *   after the request may have reached the server, and no record that settles it) throws
+ *   `BackendError` with `outcomeUnknown: true` — never a refusal for a write that may have landed.
+ * - A patch with no ops writes nothing and does not bump the version (its guards are still
+ *   evaluated: applied when they hold).
+ *
  * Wire format: everything that crosses this contract is plain JSON ({@link Json}), so that a
  * Lua script or an SQL statement can execute it.
  */
@@ -97,11 +133,25 @@ export type Guard =
       readonly guard: 'cmp';
       readonly field: string;
       readonly cmp: CmpOp;
-      readonly value: Json;
+      /** The right-hand side: a literal. Exactly one of `value` and `ref` is present. */
+      readonly value?: Json;
+      /**
+       * The right-hand side: another field of the same document (its pre-image value, or with
+       * `ref.length` its length as for `length`). A missing `ref` field behaves like a missing
+       * field on the left: `ne` true, every other comparison false.
+       */
+      readonly ref?: FieldRef;
       readonly length?: boolean;
     }
   | { readonly guard: 'contains' | 'notContains'; readonly field: string; readonly value: Json }
   | { readonly guard: 'exists'; readonly field: string; readonly value: boolean };
+
+/** A guard's right-hand side naming another field of the same document. */
+export interface FieldRef {
+  readonly field: string;
+  /** Compare with that field's length (string or array; missing → 0) instead of its value. */
+  readonly length?: boolean;
+}
 
 /**
  * The post-image check the store attaches to every `patch`: the model's schema validation of the
@@ -178,6 +228,8 @@ export type WriteResult =
       readonly reason: RefusalReason;
       /** Index in the batch of the write that was refused. */
       readonly index: number;
+      /** For `guard`: the index (in that write's `guards`) of the first guard that was false. */
+      readonly guard?: number;
       /** Human-readable detail (for `invalid`: which op or which issues). */
       readonly detail?: string;
       /** For `invalid` caused by the post-check: the schema issues. */
@@ -205,22 +257,66 @@ export interface LeaseRequest {
   readonly skipLocked: boolean;
 }
 
+/** Options of a plain {@link Backend.write}: how long it may wait for an exclusive lease. */
+export interface WriteOptions {
+  /**
+   * Give up waiting for a default-action exclusive lease on one of the batch's documents after
+   * this long: LockTimeoutError, nothing written. undefined = wait until the lease ends.
+   */
+  readonly timeoutMs?: number;
+  /** Abort waiting: reject with `signal.reason`, nothing written. */
+  readonly signal?: AbortSignal;
+}
+
 /** A held lease on one or more keys, with the snapshots read when it was taken. */
 export interface Lease {
   /** Per key of the request, in its order: the snapshot read once the lease was held. */
   readonly docs: ReadonlyArray<StoredDoc | undefined>;
   /** Per key: the fencing token, strictly increasing across exclusive holders of that key. */
   readonly fences: readonly number[];
-  /** True once the backend knows the lease expired, was taken over, or failed to renew. */
+  /**
+   * True once the backend knows the lease expired, was taken over, or failed to renew. With
+   * `renew: false` it turns true at the latest `leaseMs` after the lease was granted.
+   */
   readonly lost: boolean;
+  /**
+   * Aborted (reason: a `LeaseLostError`) the moment the backend knows the lease is lost: a failed
+   * renewal, an expiry, the connection or session gone. Never aborted by commit or release.
+   */
+  readonly signal: AbortSignal;
   /**
    * Atomically: verify the lease still holds on every key (fencing: refused with reason `fence`
    * otherwise), apply `writes`, then release the lease. The lease is released whatever the
    * outcome. Writes may touch only keys of this lease.
    */
   commit(writes: readonly DocWrite[]): Promise<WriteResult>;
-  /** Release without writing. Idempotent; never throws for a lost lease. */
-  release(): Promise<void>;
+  /**
+   * Release without writing. Idempotent; never throws for a lost lease. Resolves `true` when the
+   * lease still held at the moment it was released (checked on the server where the backend
+   * can: the release script's token check, the lease's transaction still open), `false` when it
+   * had been lost before. A second call resolves what the first did.
+   */
+  release(): Promise<boolean>;
+}
+
+/**
+ * What a backend declares about itself; the store, the conformance suite and the lab read this
+ * instead of guessing from the backend's name.
+ */
+export interface BackendCapabilities {
+  /** Several processes (or machines) can share this backend's documents and locks. */
+  readonly sharedAcrossProcesses: boolean;
+  /** Documents survive the process that wrote them. */
+  readonly durable: boolean;
+  /**
+   * Track in-process tasks for deadlock detection: the boundary runs each `Model.lock` as one
+   * task (AsyncLocalStorage, a few percent per operation) and records every wait of this process
+   * in the wait-for graph, so nested locks in opposite orders get DeadlockError at once. False
+   * skips that cost; such cycles then end at `timeoutMs`.
+   */
+  readonly inProcessDeadlocks: boolean;
+  /** The server finds deadlocks between its own sessions (PostgreSQL). */
+  readonly serverDeadlocks: boolean;
 }
 
 /** What every backend implements. */
@@ -228,16 +324,21 @@ export interface Backend {
   /** A short name for messages and the lab ("memory", "redis", "postgres"). */
   readonly name: string;
   /**
-   * True when the backend detects deadlocks between in-process tasks (as the memory backend does
-   * with `LockTable`): the store then runs each `Model.lock` as one task (`runAsTask`), so a lock
-   * taken inside another's `fn` belongs to the same flow. Backends without it skip the cost of
-   * async context tracking.
+   * The identity of the data space: two backend instances with the same namespace share
+   * documents and locks (same server and prefix or schema). The boundary builds its in-process
+   * lock ids from it. Memory: unique per instance.
    */
-  readonly tracksTasks?: boolean;
+  readonly namespace: string;
+  /** What this backend can do; see {@link BackendCapabilities}. */
+  readonly supports: BackendCapabilities;
   /** Fresh snapshots, one per ref, in order; undefined where the document does not exist. */
   read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>>;
-  /** One atomic, guarded batch: every write applies, or none does. Never a partial write. */
-  write(writes: readonly DocWrite[]): Promise<WriteResult>;
+  /**
+   * One atomic, guarded batch: every write applies, or none does. Never a partial write. Waits
+   * while a default-action exclusive lease is held on one of its documents (see the rules above),
+   * bounded by `options`.
+   */
+  write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult>;
   /**
    * Take a lease (waiting in FIFO order, woken without polling where the backend allows), then
    * read the keys. Resolves undefined only with `skipLocked`. Rejects with LockTimeoutError,

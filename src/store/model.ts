@@ -304,7 +304,7 @@ export class Model<T, In = T> {
   ): Promise<R | undefined> {
     // One task for in-process deadlock detection: a lock taken inside `fn` belongs to this flow,
     // so nested locks in opposite orders are reported (DeadlockError) instead of hanging.
-    return this.#backend.tracksTasks
+    return this.#backend.supports.inProcessDeadlocks
       ? runAsTask(() => this.#lock(keyOrKeys, fn, options))
       : this.#lock(keyOrKeys, fn, options);
   }

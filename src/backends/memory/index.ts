@@ -47,6 +47,14 @@ export class MemoryBackend implements Backend {
   readonly name = 'memory';
   /** Leases live in a deadlock-detecting `LockTable`: the store runs each lock() as one task. */
   readonly tracksTasks = true;
+  /** Unique per instance: two memory backends never share documents. */
+  readonly namespace = `memory:${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  readonly supports = {
+    sharedAcrossProcesses: false,
+    durable: false,
+    inProcessDeadlocks: true,
+    serverDeadlocks: false,
+  } as const;
   readonly #docs = new Documents();
   readonly #writer: Writer;
   readonly #leases: Leases;

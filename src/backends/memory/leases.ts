@@ -9,7 +9,7 @@
  * const lease = await leases.acquire(request); // undefined when skipLocked found it busy
  * ```
  */
-import { LockBusyError, ValidationError } from '../../errors.js';
+import { LeaseLostError, LockBusyError, ValidationError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
 import { LockTable } from '../../sync/lock-table.js';
 import type { Permit } from '../../sync/permit.js';
@@ -158,6 +158,7 @@ class MemoryLease implements Lease, CommitContext {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #lost = false;
   #lostWhy = '';
+  readonly #lostSignal = new AbortController();
   #ended = false;
   /** Set by the first commit (or the end): a lease commits at most once. */
   #spent = false;
@@ -185,6 +186,10 @@ class MemoryLease implements Lease, CommitContext {
     return this.#lost;
   }
 
+  get signal(): AbortSignal {
+    return this.#lostSignal.signal;
+  }
+
   startTimer(ms: number): void {
     this.#backend.timer(1);
     this.#timer = setTimeout(() => {
@@ -201,6 +206,9 @@ class MemoryLease implements Lease, CommitContext {
     this.#lost = true;
     this.#lostWhy = why;
     this.#end();
+    this.#lostSignal.abort(
+      new LeaseLostError(lockName(this.#req.model, this.#req.keys, this.#req.action), why),
+    );
   }
 
   #end(): void {
@@ -267,8 +275,9 @@ class MemoryLease implements Lease, CommitContext {
     return pending.finally(() => this.#end());
   }
 
-  async release(): Promise<void> {
+  async release(): Promise<boolean> {
     this.#end();
+    return !this.#lost;
   }
 
   /** @internal {@link CommitContext}: checked in the same synchronous step as the install. */

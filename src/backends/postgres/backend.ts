@@ -66,6 +66,7 @@
 import type { Pool } from 'pg';
 import type {
   Backend,
+  BackendCapabilities,
   DocRef,
   DocWrite,
   Lease,
@@ -103,6 +104,9 @@ export class PostgresBackend implements Backend {
   readonly name = 'postgres';
   /** Nested locks in opposite orders within this process are detected (see `tasks.ts`). */
   readonly tracksTasks: boolean;
+  /** The database and the schema: backends with both equal share documents and locks. */
+  readonly namespace: string;
+  readonly supports: BackendCapabilities;
   /** The schema holding the model tables. */
   readonly schema: string;
   readonly #ctx: PgContext;
@@ -114,6 +118,13 @@ export class PostgresBackend implements Backend {
     this.#ctx = new PgContext(pool, ownPool, settings);
     this.schema = settings.schema;
     this.tracksTasks = settings.detectDeadlocks;
+    this.namespace = `postgres:${this.#ctx.dbId}#${settings.schema}`;
+    this.supports = {
+      sharedAcrossProcesses: true,
+      durable: true,
+      inProcessDeadlocks: settings.detectDeadlocks,
+      serverDeadlocks: true,
+    };
     this.#combiner = new Combiner(this.#ctx);
     this.#leases = new Leases(this.#ctx, this.#combiner);
   }

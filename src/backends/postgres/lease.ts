@@ -26,6 +26,7 @@ export class PgLease implements Lease {
   #renewFailed: unknown;
   #settled = false;
   #deadBeforeCommit = false;
+  readonly #lostSignal = new AbortController();
   readonly #tracked: TrackedLease;
 
   constructor(
@@ -63,6 +64,10 @@ export class PgLease implements Lease {
       }, every);
       this.#timer.unref();
     }
+  }
+
+  get signal(): AbortSignal {
+    return this.#lostSignal.signal;
   }
 
   get lost(): boolean {
@@ -119,8 +124,10 @@ export class PgLease implements Lease {
     return this.#backend.commitLease(this, this.#conn, writes);
   }
 
-  async release(): Promise<void> {
+  async release(): Promise<boolean> {
+    const held = !this.lost;
     await this.releaseConn();
+    return held;
   }
 
   /** @internal ends the transaction (ROLLBACK unless committed) and returns the connection. */

@@ -7,6 +7,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { BackendError, LockBusyError, LockTimeoutError, ValidationError } from '../../errors.js';
 import type {
   Backend,
+  BackendCapabilities,
   DocRef,
   DocWrite,
   Lease,
@@ -73,6 +74,9 @@ export class RedisBackend implements Backend {
    * store runs each lock as a task and nested locks that would close a cycle get DeadlockError.
    */
   readonly tracksTasks: boolean;
+  /** The server and the key prefix: backends with both equal share documents and locks. */
+  readonly namespace: string;
+  readonly supports: BackendCapabilities;
   readonly #client: Redis | Cluster;
   readonly #owned: boolean;
   readonly #scripts: ScriptMode | 'auto';
@@ -128,6 +132,13 @@ export class RedisBackend implements Backend {
     this.#client = client;
     this.#owned = owned;
     this.#server = serverIdentity(client);
+    this.namespace = `redis:${this.#server}#${prefix}`;
+    this.supports = {
+      sharedAcrossProcesses: true,
+      durable: true,
+      inProcessDeadlocks: detectDeadlocks,
+      serverDeadlocks: false,
+    };
     this.#cluster = options.cluster ?? this.#client instanceof Cluster;
     this.#writes = new WritePath({
       layout: this.#layout,

@@ -4,7 +4,7 @@
  * the caller's own error behind a release failure. While held it is a hold in the in-process
  * wait-for graph (when the backend tracks tasks), until its commit, release, close or expiry.
  */
-import { ValidationError } from '../../errors.js';
+import { LeaseLostError, ValidationError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
 import type { TrackedLease } from '../../sync/tracked-leases.js';
 import type { DocKeys } from './keys.js';
@@ -39,6 +39,7 @@ export class RedisLease implements Lease {
   readonly fences: readonly number[];
   #lost = false;
   #done = false;
+  readonly #lostSignal = new AbortController();
   /** Renewing (the lease is in the backend's renewals). */
   #renewing = false;
   /** When the last renewal succeeded (or the lease was granted). */
@@ -101,6 +102,10 @@ export class RedisLease implements Lease {
     return this.#lost;
   }
 
+  get signal(): AbortSignal {
+    return this.#lostSignal.signal;
+  }
+
   /**
    * @internal one renewal (the backend's renewals call it every third of leaseMs while held): a
    * refusal marks the lease lost, and so does a lease not renewed for leaseMs.
@@ -120,6 +125,11 @@ export class RedisLease implements Lease {
   }
 
   #markLost(): void {
+    if (!this.#lost) {
+      this.#lostSignal.abort(
+        new LeaseLostError(this.#lockName(), 'its renewal was refused or did not reach Redis'),
+      );
+    }
     this.#lost = true;
     this._stop();
     this._untrack();
@@ -179,12 +189,12 @@ export class RedisLease implements Lease {
     }
   }
 
-  async release(): Promise<void> {
+  async release(): Promise<boolean> {
     const first = !this.#done;
     this.#done = true;
     this._stop();
     this.#backend._forget(this);
-    if (!first && this.#released) return;
+    if (!first && this.#released) return !this.#lost;
     this.#released = true;
     try {
       await this.#backend._release(this.#keys5, this.#owner);
@@ -193,6 +203,7 @@ export class RedisLease implements Lease {
     } finally {
       this._untrack();
     }
+    return !this.#lost;
   }
 
   #released = false;

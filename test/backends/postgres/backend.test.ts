@@ -657,7 +657,7 @@ describe('postgres backend', () => {
     expect(trackedLocks()).toBe(0);
     // detectDeadlocks: false — no task tracking; the same re-entry waits until its timeout
     const plain = postgres({ pool }, { schema, detectDeadlocks: false });
-    expect(plain.tracksTasks).toBe(false);
+    expect(plain.supports.inProcessDeadlocks).toBe(false);
     const P = createStore(plain).model('nested', doc);
     await expect(
       P.lock('x', async () => {

@@ -90,9 +90,9 @@ const modelName = () => `d${++seq}`;
 
 describe('nested locks in one process (Redis)', () => {
   it('declares tracksTasks (detectDeadlocks defaults to true) and refuses a non-boolean option', async () => {
-    expect(b0.tracksTasks).toBe(true);
+    expect(b0.supports.inProcessDeadlocks).toBe(true);
     const off = redis({ url, prefix, detectDeadlocks: false });
-    expect(off.tracksTasks).toBe(false);
+    expect(off.supports.inProcessDeadlocks).toBe(false);
     await off.close();
     expect(() => redis({ url, prefix, detectDeadlocks: 'yes' as unknown as boolean })).toThrow(
       ValidationError,

@@ -91,10 +91,12 @@ function scheduled(s: fc.Scheduler, inner: Backend, label: string): Backend {
   const gate = (what: string) => s.schedule(Promise.resolve(), `${label}.${what}`);
   return {
     name: inner.name,
+    namespace: inner.namespace,
+    supports: inner.supports,
     read: (refs) => gate(`read ${refs.map((r) => r.key).join(',')}`).then(() => inner.read(refs)),
-    write: (writes) =>
+    write: (writes, options) =>
       gate(`write ${writes.map((w) => `${w.kind} ${w.key}`).join(',')}`).then(() =>
-        inner.write(writes),
+        inner.write(writes, options),
       ),
     acquire: (req) => gate(`acquire ${req.keys.join(',')}`).then(() => inner.acquire(req)),
     close: async () => {},

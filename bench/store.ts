@@ -79,7 +79,8 @@ const paths: Record<string, Make> = {
   // the store layer's own cost is the difference between this line and Model.apply.
   'backend.write (same write)': async (keys) => {
     const { store, M } = await storeWith(keys);
-    const check = M.ops(keyOf(0), (c) => c.n.incr(1)).write.check;
+    const part = M.ops(keyOf(0), (c) => c.n.incr(1)).write;
+    const check = part.kind === 'patch' ? part.check : undefined;
     const b = store.backend;
     return {
       write: async (k) =>

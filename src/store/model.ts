@@ -12,10 +12,19 @@ import {
 } from '../errors.js';
 import { runAsTask } from '../sync/deadlock.js';
 import { isThenable } from '../sync/permit.js';
-import type { Backend, PatchWrite, StoredDoc, WriteResult } from './backend.js';
+import type {
+  Backend,
+  DocWrite,
+  PatchWrite,
+  StoredDoc,
+  WriteOptions,
+  WriteResult,
+} from './backend.js';
 import { diffFields } from './draft.js';
 import { cloneJson } from './json.js';
 import { checkKey } from './keys.js';
+import { type LockContext, lockContext } from './lock-context.js';
+import { DEFAULT_ACTION, docName, lockName } from './names.js';
 import {
   type GuardBuilder,
   type GuardsInput,
@@ -52,11 +61,23 @@ export interface ModelLockOptions {
   renew?: boolean;
 }
 
+/** Options of the plain writes (`create`, `put`, `delete`): how long to wait for a lock holder. */
+export interface WriteCallOptions {
+  /**
+   * A document locked (exclusively, default action) by a `lock()` holder is written only once the
+   * holder is done; give up waiting after this many milliseconds with LockTimeoutError (nothing
+   * written). Default: wait until the holder's lease ends.
+   */
+  timeoutMs?: number;
+  /** Abort waiting: rejects with `signal.reason`, nothing written. */
+  signal?: AbortSignal;
+}
+
 /** Options of {@link Model.update}. */
 export interface UpdateOptions {
   /** How many times to retry after a conflict (default 10); then ConflictError. */
   retries?: number;
-  /** Abort between attempts: rejects with `signal.reason`. */
+  /** Abort between attempts (and while a write waits for a lock holder): rejects with `signal.reason`. */
   signal?: AbortSignal;
 }
 
@@ -66,6 +87,10 @@ export interface ApplyOptions<T> {
   when?: (guards: GuardBuilder<T>) => GuardsInput;
   /** A missing document gives `{ applied: false }` instead of NotFoundError. */
   ignoreIfDeleted?: boolean;
+  /** Give up waiting for a `lock()` holder of the document after this long (LockTimeoutError). */
+  timeoutMs?: number;
+  /** Abort waiting for a `lock()` holder: rejects with `signal.reason`, nothing written. */
+  signal?: AbortSignal;
 }
 
 /** The outcome of {@link Model.apply}. */
@@ -75,21 +100,26 @@ export interface ApplyResult<T> {
   readonly doc?: Doc<T>;
   /** One result per op, in order (incr: new value; pop: the element or null; remove: count; ...). */
   readonly results: unknown[];
+  /** When a guard refused: its index in the list `when` returned (where the backend reports it). */
+  readonly refusedBy?: number;
 }
 
-/** One document's part of an atomic `store.apply([...])`; made by {@link Model.ops}. */
+/**
+ * One document's part of an atomic `store.apply([...])`; made by {@link Model.ops},
+ * {@link Model.createOp}, {@link Model.putOp} and {@link Model.deleteOp}.
+ */
 export interface OpBatch {
   /** @internal the backend write this batch stands for. */
-  readonly write: PatchWrite;
+  readonly write: DocWrite;
+  /** @internal the write once an asynchronous schema validated its data (createOp/putOp). */
+  readonly pending?: Promise<DocWrite>;
 }
+
+/** The drafts of a multi-key `lock`: one per key, as a tuple of the keys' length. */
+export type Drafts<T, K extends readonly string[]> = { -readonly [I in keyof K]: T };
 
 const DEFAULT_LEASE_MS = 30_000;
 const DEFAULT_RETRIES = 10;
-
-function lockName(model: string, keys: readonly string[], action: string): string {
-  const k = keys.map((x) => JSON.stringify(x)).join(', ');
-  return `${model} ${k}${action === 'default' ? '' : ` (action ${JSON.stringify(action)})`}`;
-}
 
 /**
  * Turns a refused backend write into the error the caller should see. `guard` refusals are not
@@ -116,7 +146,7 @@ export function refusalError(
         'the document changed since it was read; nothing was written',
       );
     case 'fence':
-      return new LeaseLostError(lockName(w.model, [w.key], 'default'), result.detail);
+      return new LeaseLostError(lockName(w.model, [w.key], DEFAULT_ACTION), result.detail);
     case 'invalid':
       return new ValidationError(
         `${w.model} ${JSON.stringify(w.key)}`,
@@ -125,6 +155,17 @@ export function refusalError(
     case 'guard':
       return new ConflictError(`${w.model} ${JSON.stringify(w.key)}`, 'a guard did not hold');
   }
+}
+
+/** The backend's write options from a caller's (only what is set; usually nothing). */
+export function writeOptions(o: {
+  readonly timeoutMs?: number | undefined;
+  readonly signal?: AbortSignal | undefined;
+}): WriteOptions | undefined {
+  if (o.timeoutMs === undefined && o.signal === undefined) return undefined;
+  if (o.signal === undefined) return { timeoutMs: o.timeoutMs };
+  if (o.timeoutMs === undefined) return { signal: o.signal };
+  return { timeoutMs: o.timeoutMs, signal: o.signal };
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -168,15 +209,19 @@ export class Model<T, In = T> {
   }
 
   #what(key: string): string {
-    return `${this.name} ${JSON.stringify(key)}`;
+    return docName(this.name, key);
   }
 
   #doc(d: StoredDoc): Doc<T> {
     return { key: d.key, version: d.version, data: d.data as unknown as T };
   }
 
-  #write(writes: Parameters<Backend['write']>[0]): Promise<WriteResult> {
-    return this.#backend.write(writes);
+  #write(
+    writes: readonly DocWrite[],
+    options?: { timeoutMs?: number; signal?: AbortSignal },
+  ): Promise<WriteResult> {
+    const o = options === undefined ? undefined : writeOptions(options);
+    return o === undefined ? this.#backend.write(writes) : this.#backend.write(writes, o);
   }
 
   /**
@@ -188,11 +233,11 @@ export class Model<T, In = T> {
    * const doc = await Account.create('ann', { balance: 100 }); // doc.version === 1
    * ```
    */
-  async create(key: string, data: In): Promise<Doc<T>> {
+  async create(key: string, data: In, options?: WriteCallOptions): Promise<Doc<T>> {
     checkKey(key);
     const parsed = await parseDoc(this.#schema, this.#what(key), data);
     const writes = [{ kind: 'create', model: this.name, key, data: parsed }] as const;
-    const r = await this.#write(writes);
+    const r = await this.#write(writes, options);
     if (!r.applied) throw refusalError(r, writes);
     return this.#doc(r.docs[0] as StoredDoc);
   }
@@ -233,11 +278,11 @@ export class Model<T, In = T> {
    * await Account.put('ann', { balance: 0 });
    * ```
    */
-  async put(key: string, data: In): Promise<Doc<T>> {
+  async put(key: string, data: In, options?: WriteCallOptions): Promise<Doc<T>> {
     checkKey(key);
     const parsed = await parseDoc(this.#schema, this.#what(key), data);
     const writes = [{ kind: 'put', model: this.name, key, data: parsed }] as const;
-    const r = await this.#write(writes);
+    const r = await this.#write(writes, options);
     if (!r.applied) throw refusalError(r, writes);
     return this.#doc(r.docs[0] as StoredDoc);
   }
@@ -250,10 +295,10 @@ export class Model<T, In = T> {
    * const existed = await Account.delete('ann');
    * ```
    */
-  async delete(key: string): Promise<boolean> {
+  async delete(key: string, options?: WriteCallOptions): Promise<boolean> {
     checkKey(key);
     const writes = [{ kind: 'delete', model: this.name, key }] as const;
-    const r = await this.#write(writes);
+    const r = await this.#write(writes, options);
     if (!r.applied) {
       if (r.reason === 'missing') return false;
       throw refusalError(r, writes);
@@ -264,54 +309,60 @@ export class Model<T, In = T> {
   /**
    * Pessimistic update: takes the lease(s) (several keys in one canonical order), reads fresh
    * snapshots, runs `fn` on mutable drafts, validates them, and commits only the fields that
-   * changed in one atomic write. The commit is refused with LeaseLostError if the lease was lost
-   * (fencing), and with ConflictError if a changed field was changed by anyone since the read.
-   * A throw in `fn` writes nothing and is rethrown as is.
+   * changed in one atomic write. While the lease is held, plain writers of the document (`apply`,
+   * `update`, `put`, `delete`, `store.apply`) wait for it, so the commit never meets their
+   * changes. `fn` gets a {@link LockContext} too: `ctx.signal` aborts the moment the lease is known
+   * lost, and `ctx.fences` are the fencing tokens (per key, in the order given) to pass to systems
+   * outside the store. The call resolves only if the lease held until `fn` ended: otherwise it
+   * rejects with LeaseLostError, and nothing was written. A throw in `fn` writes nothing and is
+   * rethrown as is. Several keys give `fn` a tuple of drafts, one per key.
    *
    * @example
    * ```ts
-   * await Account.lock(['ann', 'bob'], ([ann, bob]) => {
+   * await Account.lock(['ann', 'bob'], ([ann, bob], ctx) => {
    *   if (ann.balance < 10) throw new Error('insufficient funds');
    *   ann.balance -= 10;
    *   bob.balance += 10;
+   *   console.log(ctx.fences); // e.g. [41, 41]
    * });
    * ```
    */
   lock<R>(
     key: string,
-    fn: (draft: T) => R | Promise<R>,
+    fn: (draft: T, ctx: LockContext) => R | Promise<R>,
     options?: ModelLockOptions & { skipLocked?: false },
   ): Promise<R>;
-  lock<R>(
-    keys: readonly string[],
-    fn: (drafts: T[]) => R | Promise<R>,
+  lock<const K extends readonly string[], R>(
+    keys: K,
+    fn: (drafts: Drafts<T, K>, ctx: LockContext) => R | Promise<R>,
     options?: ModelLockOptions & { skipLocked?: false },
   ): Promise<R>;
   lock<R>(
     key: string,
-    fn: (draft: T) => R | Promise<R>,
+    fn: (draft: T, ctx: LockContext) => R | Promise<R>,
     options: ModelLockOptions,
   ): Promise<R | undefined>;
-  lock<R>(
-    keys: readonly string[],
-    fn: (drafts: T[]) => R | Promise<R>,
+  lock<const K extends readonly string[], R>(
+    keys: K,
+    fn: (drafts: Drafts<T, K>, ctx: LockContext) => R | Promise<R>,
     options: ModelLockOptions,
   ): Promise<R | undefined>;
   lock<R>(
     keyOrKeys: string | readonly string[],
-    fn: ((draft: T) => R | Promise<R>) | ((drafts: T[]) => R | Promise<R>),
+    fn: (drafts: never, ctx: LockContext) => R | Promise<R>,
     options: ModelLockOptions = {},
   ): Promise<R | undefined> {
     // One task for in-process deadlock detection: a lock taken inside `fn` belongs to this flow,
     // so nested locks in opposite orders are reported (DeadlockError) instead of hanging.
+    const run = fn as unknown as (drafts: unknown, ctx: LockContext) => R | Promise<R>;
     return this.#backend.supports.inProcessDeadlocks
-      ? runAsTask(() => this.#lock(keyOrKeys, fn, options))
-      : this.#lock(keyOrKeys, fn, options);
+      ? runAsTask(() => this.#lock(keyOrKeys, run, options))
+      : this.#lock(keyOrKeys, run, options);
   }
 
   async #lock<R>(
     keyOrKeys: string | readonly string[],
-    fn: ((draft: T) => R | Promise<R>) | ((drafts: T[]) => R | Promise<R>),
+    fn: (drafts: unknown, ctx: LockContext) => R | Promise<R>,
     options: ModelLockOptions,
   ): Promise<R | undefined> {
     const many = Array.isArray(keyOrKeys);
@@ -320,22 +371,10 @@ export class Model<T, In = T> {
       throw new ValidationError(`${this.name} lock`, [{ message: 'give at least one key' }]);
     }
     for (const k of keys) checkKey(k);
-    const sorted = [...keys].sort();
-    for (let i = 1; i < sorted.length; i++) {
-      if (sorted[i] === sorted[i - 1]) {
-        throw new ValidationError(`${this.name} lock`, [
-          { message: `key ${JSON.stringify(sorted[i])} is listed twice` },
-        ]);
-      }
-    }
+    const sorted = keys.length === 1 ? keys : [...keys].sort();
     const mode = options.mode ?? 'exclusive';
-    const action = options.action ?? 'default';
+    const action = options.action ?? DEFAULT_ACTION;
     const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
-    if (!(Number.isFinite(leaseMs) && leaseMs > 0)) {
-      throw new ValidationError(`${this.name} lock`, [
-        { message: `leaseMs must be a positive number, got ${leaseMs}` },
-      ]);
-    }
     const lease = await this.#backend.acquire({
       model: this.name,
       keys: sorted,
@@ -351,15 +390,18 @@ export class Model<T, In = T> {
     if (!lease) return undefined;
     let settled = false;
     try {
-      const snaps = keys.map((k) => {
-        const d = lease.docs[sorted.indexOf(k)];
+      const at = keys.map((k) => (sorted === keys ? 0 : sorted.indexOf(k)));
+      const snaps = keys.map((k, i) => {
+        const d = lease.docs[at[i] as number];
         if (!d) throw new NotFoundError(this.name, k);
         return d;
       });
       const drafts = snaps.map((s) => cloneJson(s.data) as unknown as T);
-      const out = many
-        ? (fn as (d: T[]) => R | Promise<R>)(drafts)
-        : (fn as (d: T) => R | Promise<R>)(drafts[0] as T);
+      const ctx = lockContext(
+        lease.signal,
+        at.map((j) => lease.fences[j] as number),
+      );
+      const out = fn(many ? drafts : drafts[0], ctx);
       // A synchronous fn is not awaited (one promise less per lock).
       const result: R = isThenable(out) ? ((await out) as R) : (out as R);
       const writes: PatchWrite[] = [];
@@ -384,14 +426,23 @@ export class Model<T, In = T> {
           key,
           ops,
           fieldsUnchangedSince: snap.version,
-          // The document the commit leaves is checked whole: a writer that does not take the
-          // lock may have changed other fields meanwhile, and a rule across fields must hold on
-          // the merge.
+          // The document the commit leaves is checked whole: a writer of another action may have
+          // changed other fields meanwhile, and a rule across fields must hold on the merge.
           check: this.#check,
         });
       }
-      if (writes.length === 0) return result;
       settled = true;
+      if (writes.length === 0) {
+        // Nothing to write, but the caller acted on what it read under the lease: it resolves
+        // only if the lease held until now.
+        if (!(await lease.release())) {
+          throw new LeaseLostError(
+            lockName(this.name, keys, action),
+            'the lease was lost before the callback ended (it expired or was taken over); nothing was written',
+          );
+        }
+        return result;
+      }
       const r = await lease.commit(writes);
       if (!r.applied) {
         if (r.reason === 'fence') {
@@ -447,7 +498,7 @@ export class Model<T, In = T> {
           ...(snap.incarnation === undefined ? {} : { expectIncarnation: snap.incarnation }),
         },
       ];
-      const r = await this.#write(writes);
+      const r = await this.#write(writes, options);
       if (r.applied) return result;
       if (r.reason !== 'version') throw refusalError(r, writes);
       if (attempt >= retries) {
@@ -484,7 +535,7 @@ export class Model<T, In = T> {
     try {
       const write = this.#patch(key, build, options.when);
       const ignoreIfDeleted = options.ignoreIfDeleted;
-      return this.#backend.write([write]).then((r) => this.#applied(r, write, ignoreIfDeleted));
+      return this.#write([write], options).then((r) => this.#applied(r, write, ignoreIfDeleted));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -500,9 +551,12 @@ export class Model<T, In = T> {
       // The backend's arrays are already the caller's own copies.
       return { applied: true, doc: d && this.#doc(d), results: (r.results[0] ?? []) as unknown[] };
     }
-    if (r.reason === 'guard' || (r.reason === 'missing' && ignoreIfDeleted)) {
-      return { applied: false, results: [] };
+    if (r.reason === 'guard') {
+      return r.guard === undefined
+        ? { applied: false, results: [] }
+        : { applied: false, results: [], refusedBy: r.guard };
     }
+    if (r.reason === 'missing' && ignoreIfDeleted) return { applied: false, results: [] };
     throw refusalError(r, [write]);
   }
 
@@ -523,6 +577,59 @@ export class Model<T, In = T> {
     when?: (guards: GuardBuilder<T>) => GuardsInput,
   ): OpBatch {
     return { write: this.#patch(key, build, when) };
+  }
+
+  /**
+   * One document's creation inside an atomic `store.apply([...])`: the batch is refused with
+   * AlreadyExistsError (nothing written) if the key exists. `data` is validated now.
+   *
+   * @example
+   * ```ts
+   * // the campaign's check-then-insert as one atomic step
+   * await store.apply([
+   *   Campaign.ops('spring', (c) => c.count.incr(), (c) => c.count.lt(c.max)),
+   *   Application.createOp('spring:ann', { user: 'ann' }),
+   * ]);
+   * ```
+   */
+  createOp(key: string, data: In): OpBatch {
+    return this.#wholeOp('create', key, data);
+  }
+
+  /**
+   * One document's validated upsert inside an atomic `store.apply([...])`.
+   *
+   * @example
+   * ```ts
+   * await store.apply([Profile.putOp('ann', { name: 'Ann' }), Audit.ops('log', (l) => l.n.incr())]);
+   * ```
+   */
+  putOp(key: string, data: In): OpBatch {
+    return this.#wholeOp('put', key, data);
+  }
+
+  /**
+   * One document's deletion inside an atomic `store.apply([...])` (a missing document is fine:
+   * nothing to delete).
+   *
+   * @example
+   * ```ts
+   * await store.apply([Seat.deleteOp('row1-seat7'), Campaign.ops('spring', (c) => c.count.incr(-1))]);
+   * ```
+   */
+  deleteOp(key: string): OpBatch {
+    checkKey(key);
+    return { write: { kind: 'delete', model: this.name, key } };
+  }
+
+  #wholeOp(kind: 'create' | 'put', key: string, data: In): OpBatch {
+    checkKey(key);
+    const p = parseDocNow(this.#schema, this.#what(key), data);
+    if (!(p instanceof Promise)) return { write: { kind, model: this.name, key, data: p } };
+    const pending = p.then((d): DocWrite => ({ kind, model: this.name, key, data: d }));
+    // The batch may never reach store.apply: its rejection is reported there, not as unhandled.
+    pending.catch(() => {});
+    return { write: { kind, model: this.name, key, data: {} }, pending };
   }
 
   #patch(

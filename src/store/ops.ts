@@ -12,7 +12,8 @@
  * ```
  */
 import { ValidationError } from '../errors.js';
-import type { CmpOp, Guard, Json, Op } from './backend.js';
+import type { CmpOp, FieldRef, Guard, Json, Op } from './backend.js';
+import { nonJson } from './checks.js';
 
 type NN<V> = NonNullable<V>;
 
@@ -61,28 +62,48 @@ export type FieldOps<V> = [NN<V>] extends [number]
 /** The ops builder handed to `apply(key, build)`: one entry per field of the schema. */
 export type OpsBuilder<T> = { readonly [K in keyof T & string]-?: FieldOps<T[K]> };
 
-/** Comparisons of a length (strings and arrays). */
-export interface LengthGuards {
-  eq(n: number): Guard;
-  ne(n: number): Guard;
-  lt(n: number): Guard;
-  lte(n: number): Guard;
-  gt(n: number): Guard;
-  gte(n: number): Guard;
+/**
+ * The marker of a guard operand: every field of a guard builder (and every `.length`) can stand
+ * on the right-hand side of another field's comparison, as in `c.applicants.length.lt(c.max)`.
+ */
+export const operand: unique symbol = Symbol('lockstep.operand');
+
+/**
+ * Another field of the same document (or its length) used as a comparison's right-hand side. `V`
+ * is the type it compares as. Made by the guard builder, never by hand.
+ */
+export interface FieldOperand<V> {
+  /** @internal the field it names. */
+  readonly [operand]: FieldRef;
+  /** @internal type only: what the field holds. */
+  readonly __compares?: V;
 }
-/** Guards every field has. `eq`/`ne` compare deeply. */
-export interface BaseGuards<V> {
-  eq(value: V): Guard;
-  ne(value: V): Guard;
+
+/** A number, or another number field (or a length) of the same document. */
+export type NumberOperand = number | FieldOperand<number>;
+
+/** Comparisons of a length (strings and arrays); itself usable as a number operand. */
+export interface LengthGuards extends FieldOperand<number> {
+  eq(n: NumberOperand): Guard;
+  ne(n: NumberOperand): Guard;
+  lt(n: NumberOperand): Guard;
+  lte(n: NumberOperand): Guard;
+  gt(n: NumberOperand): Guard;
+  gte(n: NumberOperand): Guard;
+}
+/** Guards every field has. `eq`/`ne` compare deeply, with a value or another field. */
+export interface BaseGuards<V> extends FieldOperand<NN<V>> {
+  eq(value: V | FieldOperand<NN<V>>): Guard;
+  ne(value: V | FieldOperand<NN<V>>): Guard;
   /** The field is present (default) or absent (`exists(false)`). */
   exists(present?: boolean): Guard;
 }
-/** Guards of a number field. */
+/** Guards of a number field: compare with a number, another number field or a length. */
 export interface NumberGuards<V> extends BaseGuards<V> {
-  lt(n: number): Guard;
-  lte(n: number): Guard;
-  gt(n: number): Guard;
-  gte(n: number): Guard;
+  lt(n: NumberOperand): Guard;
+  lte(n: NumberOperand): Guard;
+  gt(n: NumberOperand): Guard;
+  gte(n: NumberOperand): Guard;
 }
 /** Guards of a string field. `contains` tests for a substring. */
 export interface StringGuards<V> extends BaseGuards<V> {
@@ -124,32 +145,11 @@ export type GuardsInput = Guard | readonly Guard[] | undefined;
 function json(field: string, what: string, value: unknown): Json {
   const bad = nonJson(value);
   if (bad) {
-    throw new ValidationError(`${what} on field ${JSON.stringify(field)}`, [{ message: bad }]);
+    throw new ValidationError(`${what} on field ${JSON.stringify(field)}`, [
+      bad.path.length > 0 ? { message: bad.message, path: bad.path } : { message: bad.message },
+    ]);
   }
   return value as Json;
-}
-
-function nonJson(v: unknown): string | undefined {
-  if (v === null || typeof v === 'string' || typeof v === 'boolean') return undefined;
-  if (typeof v === 'number') return Number.isFinite(v) ? undefined : `${v} is not a finite number`;
-  if (Array.isArray(v)) {
-    for (const x of v) {
-      const bad = nonJson(x);
-      if (bad) return bad;
-    }
-    return undefined;
-  }
-  if (typeof v === 'object') {
-    const proto = Object.getPrototypeOf(v);
-    if (proto !== Object.prototype && proto !== null) return 'only plain JSON values can be stored';
-    for (const x of Object.values(v as object)) {
-      if (x === undefined) continue;
-      const bad = nonJson(x);
-      if (bad) return bad;
-    }
-    return undefined;
-  }
-  return `${v === undefined ? 'undefined' : typeof v} is not a JSON value (use unset() to remove a field)`;
 }
 
 function int(field: string, what: string, n: unknown): number {
@@ -305,21 +305,52 @@ const opsProxy: object = Object.create(
   ),
 );
 
+function refOf(v: unknown): FieldRef | undefined {
+  return typeof v === 'object' && v !== null && operand in v
+    ? (v as FieldOperand<unknown>)[operand]
+    : undefined;
+}
+
 function cmp(field: string, op: CmpOp, value: Json, length?: boolean): Guard {
   return length
     ? { guard: 'cmp', field, cmp: op, value, length: true }
     : { guard: 'cmp', field, cmp: op, value };
 }
 
+function cmpRef(field: string, op: CmpOp, ref: FieldRef, length?: boolean): Guard {
+  const r: FieldRef = ref.length ? { field: ref.field, length: true } : { field: ref.field };
+  return length
+    ? { guard: 'cmp', field, cmp: op, ref: r, length: true }
+    : { guard: 'cmp', field, cmp: op, ref: r };
+}
+
 function lengthGuards(field: string): LengthGuards {
-  const mk = (op: CmpOp) => (n: number) => cmp(field, op, num(field, `length.${op}`, n), true);
-  return { eq: mk('eq'), ne: mk('ne'), lt: mk('lt'), lte: mk('lte'), gt: mk('gt'), gte: mk('gte') };
+  const mk = (op: CmpOp) => (n: unknown) => {
+    const ref = refOf(n);
+    return ref ? cmpRef(field, op, ref, true) : cmp(field, op, num(field, `length.${op}`, n), true);
+  };
+  return {
+    [operand]: { field, length: true },
+    eq: mk('eq'),
+    ne: mk('ne'),
+    lt: mk('lt'),
+    lte: mk('lte'),
+    gt: mk('gt'),
+    gte: mk('gte'),
+  };
 }
 
 function fieldGuards(field: string) {
-  const val = (op: CmpOp) => (v: unknown) => cmp(field, op, json(field, op, v));
-  const n = (op: CmpOp) => (v: unknown) => cmp(field, op, num(field, op, v));
+  const val = (op: CmpOp) => (v: unknown) => {
+    const ref = refOf(v);
+    return ref ? cmpRef(field, op, ref) : cmp(field, op, json(field, op, v));
+  };
+  const n = (op: CmpOp) => (v: unknown) => {
+    const ref = refOf(v);
+    return ref ? cmpRef(field, op, ref) : cmp(field, op, num(field, op, v));
+  };
   return {
+    [operand]: { field },
     eq: val('eq'),
     ne: val('ne'),
     lt: n('lt'),

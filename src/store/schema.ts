@@ -6,6 +6,7 @@
  */
 import { ValidationError } from '../errors.js';
 import type { CheckIssue, Data } from './backend.js';
+import { nonJson } from './checks.js';
 
 /** The Standard Schema v1 interface (structural: any compliant library matches it). */
 export interface StandardSchemaV1<Input = unknown, Output = Input> {
@@ -74,25 +75,82 @@ export function parseDocNow<T>(
 ): Data | Promise<Data> {
   const result = validateWith(schema, value);
   if (result instanceof Promise) {
-    return result.then((r) => checkedData(what, r));
+    return result.then((r) => checkedData(what, value, r));
   }
-  return checkedData(what, result);
+  return checkedData(what, value, result);
 }
 
-function checkedData<T>(what: string, result: StandardResult<T>): Data {
+function checkedData<T>(what: string, input: unknown, result: StandardResult<T>): Data {
   if (result.issues) throw new ValidationError(what, result.issues);
+  const dropped = droppedField(input, result.value, []);
+  if (dropped) throw new ValidationError(what, [dropped]);
   assertPlainData(what, result.value);
   return result.value as Data;
+}
+
+/**
+ * The first field the schema silently dropped: present in `input` (not undefined) but absent
+ * from the schema's `output`, looked for in plain objects and in arrays of equal length. A
+ * stripping schema (zod's default object) accepts unknown fields and drops them; Lockstep refuses
+ * them instead, so that nothing a caller wrote disappears without a word. A schema that keeps
+ * unknown fields (`z.looseObject`, `.passthrough()`) keeps accepting them.
+ *
+ * @example
+ * ```ts
+ * droppedField({ a: 1, bogus: 2 }, { a: 1 }, []); // { message: 'unknown field "bogus" ...', path: ['bogus'] }
+ * ```
+ */
+export function droppedField(
+  input: unknown,
+  output: unknown,
+  path: PropertyKey[],
+): CheckIssue | undefined {
+  if (
+    typeof input !== 'object' ||
+    input === null ||
+    typeof output !== 'object' ||
+    output === null
+  ) {
+    return undefined;
+  }
+  if (Array.isArray(input)) {
+    if (!Array.isArray(output) || output.length !== input.length) return undefined;
+    for (let i = 0; i < input.length; i++) {
+      const found = droppedField(input[i], output[i], [...path, i]);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (Array.isArray(output)) return undefined;
+  const out = output as Record<string, unknown>;
+  for (const k of Object.keys(input)) {
+    const v = (input as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    if (!Object.hasOwn(out, k)) {
+      return {
+        message: `unknown field ${JSON.stringify(k)}: it is not in the model's schema, so it would be dropped; nothing was written`,
+        path: [...path, k],
+      };
+    }
+    const found = droppedField(v, out[k], [...path, k]);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /** Turns a schema into the backend's post-image check (issues or undefined). */
 export function postCheck<T>(
   schema: StandardSchemaV1<unknown, T>,
 ): (data: Data) => readonly CheckIssue[] | undefined | Promise<readonly CheckIssue[] | undefined> {
+  const issues = (data: Data, r: StandardResult<T>): readonly CheckIssue[] | undefined => {
+    if (r.issues) return r.issues;
+    const dropped = droppedField(data, r.value, []);
+    return dropped ? [dropped] : undefined;
+  };
   return (data) => {
     const r = validateWith(schema, data);
-    if (r instanceof Promise) return r.then((x) => x.issues);
-    return r.issues;
+    if (r instanceof Promise) return r.then((x) => issues(data, x));
+    return issues(data, r);
   };
 }
 
@@ -101,48 +159,6 @@ export function assertPlainData(what: string, value: unknown): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new ValidationError(what, [{ message: 'a document must be an object of fields' }]);
   }
-  const bad = findNonJson(value, []);
+  const bad = nonJson(value);
   if (bad) throw new ValidationError(what, [{ message: bad.message, path: bad.path }]);
-}
-
-function findNonJson(
-  v: unknown,
-  path: PropertyKey[],
-): { message: string; path: PropertyKey[] } | undefined {
-  switch (typeof v) {
-    case 'string':
-    case 'boolean':
-      return undefined;
-    case 'number':
-      return Number.isFinite(v)
-        ? undefined
-        : { message: `${v} cannot be stored (numbers must be finite)`, path };
-    case 'object': {
-      if (v === null) return undefined;
-      if (Array.isArray(v)) {
-        for (let i = 0; i < v.length; i++) {
-          const bad = findNonJson(v[i], [...path, i]);
-          if (bad) return bad;
-        }
-        return undefined;
-      }
-      const proto = Object.getPrototypeOf(v);
-      if (proto !== Object.prototype && proto !== null) {
-        return {
-          message: `a ${proto?.constructor?.name ?? 'non-plain object'} cannot be stored; documents hold JSON values (use strings or numbers for dates)`,
-          path,
-        };
-      }
-      for (const [k, x] of Object.entries(v)) {
-        if (x === undefined) continue;
-        const bad = findNonJson(x, [...path, k]);
-        if (bad) return bad;
-      }
-      return undefined;
-    }
-    case 'undefined':
-      return undefined;
-    default:
-      return { message: `a ${typeof v} cannot be stored; documents hold JSON values`, path };
-  }
 }

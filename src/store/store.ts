@@ -2,9 +2,10 @@
  * The Store: one backend, many models, and atomic batches across them.
  */
 import { ValidationError } from '../errors.js';
-import type { Backend } from './backend.js';
+import type { Backend, DocWrite } from './backend.js';
+import { bounded } from './boundary.js';
 import { checkModelName } from './keys.js';
-import { Model, type OpBatch, refusalError } from './model.js';
+import { Model, type OpBatch, refusalError, writeOptions } from './model.js';
 import type { InferInput, InferOutput, StandardSchemaV1 } from './schema.js';
 
 /** A store: models over one backend. Made by {@link createStore}. */
@@ -21,8 +22,10 @@ export interface Store {
    */
   model<S extends StandardSchemaV1>(name: string, schema: S): Model<InferOutput<S>, InferInput<S>>;
   /**
-   * Applies several documents' ops (from `Model.ops`) atomically: every guard holds and every
-   * write applies, or nothing is written (`{ applied: false }` when a guard was false).
+   * Applies several documents' parts (from `Model.ops`, `createOp`, `putOp`, `deleteOp`)
+   * atomically: every guard holds and every write applies, or nothing is written
+   * (`{ applied: false, refusedBy }` when a guard was false). Waits for `lock()` holders of its
+   * documents, bounded by `options`.
    *
    * @example
    * ```ts
@@ -32,44 +35,30 @@ export interface Store {
    * ]);
    * ```
    */
-  apply(batches: readonly OpBatch[]): Promise<{ applied: boolean }>;
+  apply(batches: readonly OpBatch[], options?: StoreApplyOptions): Promise<StoreApplyResult>;
   /** Closes the backend (connections, timers). Clients you passed in stay open. */
   close(): Promise<void>;
 }
 
-/** Refuses a batch that names one document twice (its ops belong in one `Model.ops` call). */
-function checkDistinct(writes: ReadonlyArray<{ model: string; key: string }>): void {
-  // Batches are small: pairwise comparison allocates nothing; a Set only for large ones.
-  if (writes.length <= 16) {
-    for (let i = 1; i < writes.length; i++) {
-      const w = writes[i] as { model: string; key: string };
-      for (let j = 0; j < i; j++) {
-        const v = writes[j] as { model: string; key: string };
-        if (v.key === w.key && v.model === w.model) throw twice(w);
-      }
-    }
-    return;
-  }
-  const seen = new Set<string>();
-  for (const w of writes) {
-    const id = `${w.model}\u0000${w.key}`;
-    if (seen.has(id)) throw twice(w);
-    seen.add(id);
-  }
+/** Options of {@link Store.apply}. */
+export interface StoreApplyOptions {
+  /** Give up waiting for a `lock()` holder of one of the documents after this long (LockTimeoutError). */
+  timeoutMs?: number;
+  /** Abort waiting for a `lock()` holder: rejects with `signal.reason`, nothing written. */
+  signal?: AbortSignal;
 }
 
-function twice(w: { model: string; key: string }): ValidationError {
-  return new ValidationError('store.apply', [
-    {
-      message: `${w.model} ${JSON.stringify(w.key)} appears twice; put all its ops in one Model.ops call`,
-    },
-  ]);
+/** The outcome of {@link Store.apply}. */
+export interface StoreApplyResult {
+  readonly applied: boolean;
+  /** When a guard refused: which part of the batch (`index`) and which of its guards (`guard`). */
+  readonly refusedBy?: { readonly index: number; readonly guard: number };
 }
 
 class StoreImpl implements Store {
   readonly backend: Backend;
   constructor(backend: Backend) {
-    this.backend = backend;
+    this.backend = bounded(backend);
   }
 
   model<S extends StandardSchemaV1>(name: string, schema: S): Model<InferOutput<S>, InferInput<S>> {
@@ -86,20 +75,38 @@ class StoreImpl implements Store {
     );
   }
 
-  apply(batches: readonly OpBatch[]): Promise<{ applied: boolean }> {
-    if (batches.length === 0) return Promise.resolve({ applied: true });
-    const writes = batches.map((b) => b.write);
-    try {
-      checkDistinct(writes);
-    } catch (err) {
-      return Promise.reject(err);
+  apply(batches: readonly OpBatch[], options: StoreApplyOptions = {}): Promise<StoreApplyResult> {
+    if (!Array.isArray(batches)) {
+      return Promise.reject(
+        new ValidationError('store.apply', [{ message: 'give an array of Model.ops(...) parts' }]),
+      );
     }
+    if (batches.length === 0) return Promise.resolve({ applied: true });
+    if (batches.some((b) => b?.pending !== undefined)) {
+      return Promise.all(batches.map((b) => b.pending ?? b.write)).then((ws) =>
+        this.#apply(ws, options),
+      );
+    }
+    return this.#apply(
+      batches.map((b) => b?.write),
+      options,
+    );
+  }
+
+  #apply(writes: readonly DocWrite[], options: StoreApplyOptions): Promise<StoreApplyResult> {
+    const o = writeOptions(options);
     // Not `async`: one `then` on the backend's (often already settled) promise.
-    return this.backend.write(writes).then((r) => {
-      if (r.applied) return { applied: true };
-      if (r.reason === 'guard') return { applied: false };
-      throw refusalError(r, writes);
-    });
+    return (o === undefined ? this.backend.write(writes) : this.backend.write(writes, o)).then(
+      (r): StoreApplyResult => {
+        if (r.applied) return { applied: true };
+        if (r.reason === 'guard') {
+          return r.guard === undefined
+            ? { applied: false }
+            : { applied: false, refusedBy: { index: r.index, guard: r.guard } };
+        }
+        throw refusalError(r, writes);
+      },
+    );
   }
 
   close(): Promise<void> {

@@ -209,6 +209,48 @@ export function trackLease(
   return t;
 }
 
+/** An entry as the detector sees it, with only its exclusive owner (a plain write waits for nothing else). */
+const NO_QUEUE = new WaitQueue(0);
+
+/**
+ * Registers a plain write about to touch the documents whose default-action lock ids are `ids`:
+ * a write waits only for an exclusive holder of those locks (not for shared holders nor queued
+ * waiters), so only a lock held exclusively by a task of this process can make it wait. Returns
+ * undefined at once (no allocation) when no such lock is held here. Otherwise throws DeadlockError
+ * when the wait would close a cycle — a task writing a document it holds itself is the shortest
+ * one —, or records the wait (call `abandoned()` once the write settles).
+ *
+ * @example
+ * ```ts
+ * const tracked = trackWrite([id]); // DeadlockError inside that lock's own fn
+ * try { await backend.write(writes); } finally { tracked?.abandoned(); }
+ * ```
+ */
+export function trackWrite(ids: readonly string[]): TrackedLease | undefined {
+  let list: Entry[] | undefined;
+  for (const id of ids) {
+    const e = entries.get(id);
+    if (e !== undefined && e.owner !== null) (list ??= []).push(e);
+  }
+  if (list === undefined) return undefined;
+  const task = taskStorage.getStore() ?? new Task(null);
+  for (const e of list) {
+    const view: TrackedEntry = { name: e.name, owner: e.owner, shared: null, queue: NO_QUEUE };
+    const cycle = findCycle(task, view, false);
+    if (cycle) {
+      throw new DeadlockError(
+        cycle,
+        cycle.length === 2
+          ? "a plain write would wait for a lock held by the same flow; change the document through the lock's draft instead"
+          : 'waiting would close a cycle of nested locks held in this process',
+      );
+    }
+  }
+  const t = new TrackedLease(task, false, list);
+  t.wait();
+  return t;
+}
+
 /**
  * How many locks this process tracks through leases (0 when idle: nothing leaks).
  *

@@ -48,7 +48,7 @@ function lockName(model: string, keys: readonly string[], action: string): strin
 export class Leases {
   readonly #docs: Documents;
   readonly #closed: () => boolean;
-  readonly #locks = new LockTable({ detectDeadlocks: true });
+  readonly #locks = new LockTable({ detectDeadlocks: false });
   readonly #leases = new Set<MemoryLease>();
   /** Current exclusive holder's fence per lock identity (model, key, action). */
   readonly #fenceOf = new Map<string, number>();

@@ -40,7 +40,7 @@ import {
   lockHash,
   sqlState,
 } from './sql.js';
-import { beginLease, type TrackedLease } from './tasks.js';
+import { type TrackedLease, untrackedLease } from './tasks.js';
 
 /**
  * @internal taking leases (one transaction each, advisory locks in key order) and committing
@@ -84,8 +84,9 @@ export class Leases {
       await boundedWait(Promise.all(before), Math.min(req.timeoutMs ?? 1000, 1000), req.signal);
     }
     req.signal?.throwIfAborted();
-    const keys = [...req.keys].sort(compareC);
-    const tracked = beginLease(this.#ctx, req, keys);
+    // In-process deadlock tracking is the boundary's (src/store/boundary.ts): this lease only
+    // keeps the no-op handle until the PostgreSQL helper's clean-up removes it.
+    const tracked = untrackedLease();
     try {
       for (let attempt = 0; ; attempt++) {
         try {

@@ -38,3 +38,16 @@ export function beginLease(
     req.nowait || req.skipLocked,
   );
 }
+
+/**
+ * A lease handle recorded nowhere: the boundary (`src/store/boundary.ts`) tracks every backend's
+ * leases in the wait-for graph itself, so this backend no longer does.
+ *
+ * @example
+ * ```ts
+ * const tracked = untrackedLease(); // granted()/released()/abandoned() do nothing
+ * ```
+ */
+export function untrackedLease(): TrackedLease {
+  return trackLease([], [], false, true);
+}

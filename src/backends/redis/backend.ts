@@ -15,7 +15,7 @@ import type {
   StoredDoc,
   WriteResult,
 } from '../../store/backend.js';
-import { type TrackedLease, trackLease } from '../../sync/tracked-leases.js';
+import type { TrackedLease } from '../../sync/tracked-leases.js';
 import { InflightCalls } from './calls.js';
 import { openClient, serverIdentity } from './client.js';
 import { GroupCommit } from './group.js';
@@ -239,25 +239,8 @@ export class RedisBackend implements Backend {
       );
     }
     const leases = docs.map((k) => this.#layout.lease(k, r.action));
-    // Before anything queues in Redis: a wait that would close a cycle of tasks in this process
-    // fails here, leaving nothing behind.
-    const tracked = this.tracksTasks
-      ? trackLease(
-          leases.map((l) => `redis\u0000${this.#server}\u0000${l.lease}`),
-          r.keys.map((k) => `${r.model} ${JSON.stringify(k)} (${r.action})`),
-          r.mode === 'exclusive',
-          r.nowait || r.skipLocked,
-        )
-      : undefined;
-    let lease: RedisLease | undefined;
-    try {
-      lease = await this.#take(r, docs, leases, tracked);
-    } catch (err) {
-      tracked?.abandoned();
-      throw err;
-    }
-    if (!lease) tracked?.abandoned();
-    return lease;
+    // In-process deadlock tracking is the boundary's (src/store/boundary.ts), for every backend.
+    return this.#take(r, docs, leases, undefined);
   }
 
   /** Takes the lease (nowait, or queued with wake-ups until granted, timed out or cancelled). */

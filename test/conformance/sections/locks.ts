@@ -7,11 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
   ConflictError,
-  type DeadlockError,
+  DeadlockError,
   LeaseLostError,
   LockBusyError,
   LockTimeoutError,
-  NotFoundError,
   ValidationError,
 } from '../api.js';
 import type { Ctx } from '../harness.js';
@@ -59,6 +58,36 @@ export function locksSection(ctx: Ctx): void {
   }
 
   /** Holds `key` on client 0 until the returned `release()` is called; resolves once held. */
+  /**
+   * A holder on client 0 that has read `keys` and waits inside fn until `finish()`, which lets it
+   * apply `change` to its draft(s), commit, and resolves once the lock call did.
+   */
+  async function holdWhile(
+    M: ReturnType<typeof both>,
+    keys: string | string[],
+    change: (d: Doc | Doc[]) => void,
+  ) {
+    const inside = deferred();
+    const go = deferred();
+    const fn = async (d: Doc | Doc[]) => {
+      inside.resolve();
+      await go.promise;
+      change(d);
+    };
+    const done =
+      typeof keys === 'string'
+        ? M[0].lock(keys, (d) => fn(d))
+        : M[0].lock(keys, (d) => fn(d as Doc[]));
+    done.catch(() => {});
+    await inside.promise;
+    return {
+      finish: async () => {
+        go.resolve();
+        await noHang(done, 'the holder');
+      },
+    };
+  }
+
   async function hold(
     M: ReturnType<typeof both>,
     key: string | string[],
@@ -556,20 +585,38 @@ export function locksSection(ctx: Ctx): void {
       await h.release();
     });
 
-    it('a field changed by an apply while locked → ConflictError, nothing of the lock written', async () => {
+    it('a plain apply while locked waits for the holder, then lands on its commit (no ConflictError)', async () => {
       const M = both('conflict');
       await M[0].create('k', init);
+      const h = await holdWhile(M, 'k', (d) => {
+        (d as Doc).a += 1;
+        (d as Doc).b = 9;
+      });
+      // another client's plain write of the locked document queues behind the lease
+      const write = M[1].apply('k', (o) => o.a.incr(5));
+      await sleep(30);
+      expect((await M[1].get('k')).data, 'the apply waited').toStrictEqual(init);
+      await h.finish();
+      await noHang(write, 'the waiting apply');
+      expect((await M[1].get('k')).data).toStrictEqual({ ...init, a: 6, b: 9 });
+    });
+
+    it('awaiting a plain write of your own locked document inside fn is a DeadlockError at once, nothing written', async () => {
+      if (!ctx.backend(0).supports.inProcessDeadlocks) return;
+      const M = both('selfwrite');
+      await M[0].create('k', init);
       await rejectsWith(
-        M[0].lock('k', async (d) => {
-          await M[1].apply('k', (o) => o.a.incr(5));
-          d.a += 1;
-          d.b = 9;
-        }),
-        ConflictError,
-        'CONFLICT',
+        noHang(
+          M[0].lock('k', async (d) => {
+            d.b = 9;
+            await M[1].apply('k', (o) => o.a.incr(5));
+          }),
+          'self-write',
+        ),
+        DeadlockError,
+        'DEADLOCK',
       );
-      expect((await M[1].get('k')).data).toStrictEqual({ ...init, a: 5 });
-      // released: the key can be taken again at once
+      expect((await M[1].get('k')).data).toStrictEqual(init);
       expect(await M[1].lock('k', () => 'free', { nowait: true })).toBe('free');
     });
 
@@ -603,39 +650,34 @@ export function locksSection(ctx: Ctx): void {
       expect((await M[0].get('k')).data.s).toBe('two');
     });
 
-    it('a document deleted while locked: the commit is refused and does not resurrect it', async () => {
+    it('a delete while locked waits for the commit, then deletes: nothing resurrected', async () => {
       const M = both('del_locked');
       await M[0].create('k', init);
       await M[0].create('j', init);
-      const err = await M[0]
-        .lock(['j', 'k'], async ([j, k]) => {
-          expect(await M[1].delete('k')).toBe(true);
-          j!.a = 1;
-          k!.a = 1;
-        })
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-      expect(err instanceof NotFoundError || err instanceof ConflictError, String(err)).toBe(true);
+      const h = await holdWhile(M, ['j', 'k'], (d) => {
+        const [j, k] = d as Doc[];
+        (j as Doc).a = 1;
+        (k as Doc).a = 1;
+      });
+      const del = M[1].delete('k');
+      await sleep(30);
+      expect(await M[1].find('k'), 'the delete waited').toBeDefined();
+      await h.finish();
+      expect(await noHang(del, 'the waiting delete')).toBe(true);
       expect(await M[1].find('k')).toBeUndefined();
-      expect((await M[1].get('j')).data).toStrictEqual(init);
+      expect((await M[1].get('j')).data).toStrictEqual({ ...init, a: 1 });
     });
 
-    it('a document deleted and created again while locked: the commit is refused, the new one kept', async () => {
+    it('a delete and a create again while locked wait for the commit: the new document is kept whole', async () => {
       const M = both('recreate_locked');
       await M[0].create('k', init);
-      const err = await M[0]
-        .lock('k', async (k) => {
-          expect(await M[1].delete('k')).toBe(true);
-          await M[1].create('k', { ...init, a: 5, s: 'new' });
-          k.a += 1; // decided on the old document
-        })
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-      expect(err instanceof NotFoundError || err instanceof ConflictError, String(err)).toBe(true);
+      const h = await holdWhile(M, 'k', (k) => {
+        (k as Doc).a += 1;
+      });
+      const again = M[1].delete('k').then(() => M[1].create('k', { ...init, a: 5, s: 'new' }));
+      await sleep(30);
+      await h.finish();
+      await noHang(again, 'delete then create');
       expect(await M[1].get('k')).toStrictEqual({
         key: 'k',
         version: 1,
@@ -643,13 +685,15 @@ export function locksSection(ctx: Ctx): void {
       });
     });
 
-    it('a different field changed by an apply while locked: both changes kept', async () => {
+    it('a different field changed by a waiting apply: both changes kept', async () => {
       const M = both('nonconflict');
       await M[0].create('k', init);
-      await M[0].lock('k', async (d) => {
-        await M[1].apply('k', (o) => o.b.incr(5));
-        d.a += 1;
+      const h = await holdWhile(M, 'k', (d) => {
+        (d as Doc).a += 1;
       });
+      const write = M[1].apply('k', (o) => o.b.incr(5));
+      await h.finish();
+      await noHang(write, 'the waiting apply');
       expect((await M[1].get('k')).data).toStrictEqual({ ...init, a: 1, b: 5 });
     });
 

@@ -1,0 +1,219 @@
+/**
+ * The boundary: the one layer in front of every backend. `createStore(backend)` wraps the backend
+ * in it, so input checks, refusals of writes outside a lease, in-process deadlock tracking and lock
+ * names are written once and behave the same on every backend (see "The boundary" in
+ * `backend.ts`). A backend behind it implements semantics only.
+ *
+ * - `read` / `write` / `acquire`: checked by `checks.ts` (ValidationError, nothing reaches the
+ *   backend); an already aborted signal rejects with its reason.
+ * - Deadlocks (when the backend `supports.inProcessDeadlocks`): each lease wait and each plain
+ *   write to a document a task of this process holds is recorded in the wait-for graph of
+ *   `src/sync/tracked-leases.ts`, with lock ids built from `backend.namespace`; a wait that would
+ *   close a cycle gets DeadlockError before anything queues on the backend.
+ * - Leases come back wrapped: a commit that names a document outside the lease is a
+ *   ValidationError (the lease is released, nothing written); the lease leaves the wait-for graph
+ *   when it commits, is released, or is lost.
+ *
+ * @example
+ * ```ts
+ * const backend = bounded(memory()); // what createStore does
+ * await backend.write([{ kind: 'create', model: 'counter', key: 'c1', data: { n: 0 } }]);
+ * ```
+ */
+import { ValidationError } from '../errors.js';
+import { type TrackedLease, trackLease, trackWrite } from '../sync/tracked-leases.js';
+import type {
+  Backend,
+  BackendCapabilities,
+  DocRef,
+  DocWrite,
+  Lease,
+  LeaseRequest,
+  StoredDoc,
+  WriteOptions,
+  WriteResult,
+} from './backend.js';
+import { checkLeaseRequest, checkRefs, checkWriteOptions, checkWrites } from './checks.js';
+import { DEFAULT_ACTION, docName, lockName } from './names.js';
+
+const EMPTY: WriteResult = { applied: true, docs: [], results: [] };
+
+/** The in-process lock id of (model, key, action) in the data space `namespace`. */
+function lockId(namespace: string, model: string, key: string, action: string): string {
+  return `${namespace}\u0000${model}\u0000${key}\u0000${action}`;
+}
+
+/**
+ * A backend behind the boundary. Made by {@link bounded}.
+ *
+ * @example
+ * ```ts
+ * const b = bounded(memory());
+ * b.inner; // the backend itself
+ * ```
+ */
+export class Bounded implements Backend {
+  /** The backend behind the boundary. */
+  readonly inner: Backend;
+  readonly name: string;
+  readonly namespace: string;
+  readonly supports: BackendCapabilities;
+  readonly #track: boolean;
+
+  /** @internal use {@link bounded}. */
+  constructor(inner: Backend) {
+    this.inner = inner;
+    this.name = inner.name;
+    this.namespace = inner.namespace;
+    this.supports = inner.supports;
+    this.#track = inner.supports.inProcessDeadlocks;
+  }
+
+  read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>> {
+    try {
+      checkRefs(refs);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.inner.read(refs);
+  }
+
+  write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
+    let tracked: TrackedLease | undefined;
+    try {
+      checkWrites(writes);
+      checkWriteOptions(options);
+      options?.signal?.throwIfAborted();
+      if (writes.length === 0) return Promise.resolve(EMPTY);
+      if (this.#track) tracked = this.#trackWrite(writes);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const p = options === undefined ? this.inner.write(writes) : this.inner.write(writes, options);
+    if (tracked === undefined) return p;
+    const t = tracked;
+    return p.finally(() => t.abandoned());
+  }
+
+  /** A plain write waits for in-process holders of its documents' default-action locks. */
+  #trackWrite(writes: readonly DocWrite[]): TrackedLease | undefined {
+    const ids: string[] = new Array(writes.length);
+    for (let i = 0; i < writes.length; i++) {
+      const w = writes[i] as DocWrite;
+      ids[i] = lockId(this.namespace, w.model, w.key, DEFAULT_ACTION);
+    }
+    return trackWrite(ids);
+  }
+
+  async acquire(request: LeaseRequest): Promise<Lease | undefined> {
+    checkLeaseRequest(request);
+    request.signal?.throwIfAborted();
+    let tracked: TrackedLease | undefined;
+    if (this.#track) {
+      const { model, keys, action } = request;
+      tracked = trackLease(
+        keys.map((k) => lockId(this.namespace, model, k, action)),
+        keys.map((k) => lockName(model, [k], action)),
+        request.mode === 'exclusive',
+        request.nowait || request.skipLocked,
+      );
+    }
+    let lease: Lease | undefined;
+    try {
+      lease = await this.inner.acquire(request);
+    } catch (err) {
+      tracked?.abandoned();
+      throw err;
+    }
+    if (!lease) {
+      tracked?.abandoned();
+      return undefined;
+    }
+    tracked?.granted();
+    return new BoundLease(lease, request, tracked);
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** A lease behind the boundary: commits only its own documents, and leaves the graph when done. */
+class BoundLease implements Lease {
+  readonly #inner: Lease;
+  readonly #request: LeaseRequest;
+  #tracked: TrackedLease | undefined;
+  readonly #onLost: (() => void) | undefined;
+
+  constructor(inner: Lease, request: LeaseRequest, tracked: TrackedLease | undefined) {
+    this.#inner = inner;
+    this.#request = request;
+    this.#tracked = tracked;
+    if (tracked) {
+      // A lost lease no longer holds its keys: a cycle through it is not one (its waiter gets in).
+      this.#onLost = () => this.#untrack();
+      if (inner.signal.aborted) this.#untrack();
+      else inner.signal.addEventListener('abort', this.#onLost, { once: true });
+    }
+  }
+
+  get docs(): ReadonlyArray<StoredDoc | undefined> {
+    return this.#inner.docs;
+  }
+  get fences(): readonly number[] {
+    return this.#inner.fences;
+  }
+  get lost(): boolean {
+    return this.#inner.lost;
+  }
+  get signal(): AbortSignal {
+    return this.#inner.signal;
+  }
+
+  #untrack(): void {
+    const t = this.#tracked;
+    if (t === undefined) return;
+    this.#tracked = undefined;
+    if (this.#onLost) this.#inner.signal.removeEventListener('abort', this.#onLost);
+    t.released();
+  }
+
+  commit(writes: readonly DocWrite[]): Promise<WriteResult> {
+    try {
+      checkWrites(writes, 'lease commit');
+      const { model, keys } = this.#request;
+      for (let i = 0; i < writes.length; i++) {
+        const w = writes[i] as DocWrite;
+        if (w.model !== model || !keys.includes(w.key)) {
+          throw new ValidationError(`lease commit #${i}`, [
+            {
+              message: `${docName(w.model, w.key)} is not held by this lease (${lockName(model, keys, this.#request.action)}); nothing was written`,
+            },
+          ]);
+        }
+      }
+    } catch (err) {
+      return this.release().then(() => Promise.reject(err));
+    }
+    if (this.#tracked === undefined) return this.#inner.commit(writes);
+    return this.#inner.commit(writes).finally(() => this.#untrack());
+  }
+
+  release(): Promise<boolean> {
+    if (this.#tracked === undefined) return this.#inner.release();
+    return this.#inner.release().finally(() => this.#untrack());
+  }
+}
+
+/**
+ * Puts `backend` behind the boundary (idempotent: a bounded backend is returned as is).
+ *
+ * @example
+ * ```ts
+ * const store = createStore(redis({ url })); // createStore calls bounded() itself
+ * const checked = bounded(myBackend);        // for code that talks to the contract directly
+ * ```
+ */
+export function bounded(backend: Backend): Bounded {
+  return backend instanceof Bounded ? backend : new Bounded(backend);
+}

@@ -1,0 +1,402 @@
+/**
+ * Input checks of the boundary: every ref, write batch, lease request and write option that
+ * reaches a backend passes here first, with the same rules and the same `ValidationError` on every
+ * backend, so a backend may assume well-formed input (see "The boundary" in `backend.ts`).
+ *
+ * What is checked, once for all backends:
+ * - names: model names and keys (`keys.ts`), field and item names (strings);
+ * - values: JSON only — finite numbers, plain objects, arrays without holes or `undefined`
+ *   elements, no cycles (an `undefined` object property is dropped, as JSON does);
+ * - ops and guards: known kinds, operands of the right type, exactly one right-hand side;
+ * - batches: one document at most once;
+ * - lease requests: keys distinct and in canonical order, mode, action, `leaseMs`, `timeoutMs`,
+ *   `signal`, the booleans.
+ *
+ * @example
+ * ```ts
+ * checkWrites([{ kind: 'patch', model: 'counter', key: 'c1', ops: [{ op: 'incr', field: 'n', by: 1 }] }]);
+ * checkLeaseRequest(request); // throws ValidationError for bad input
+ * ```
+ */
+import { ValidationError } from '../errors.js';
+import type { DocRef, DocWrite, Guard, LeaseRequest, Op, WriteOptions } from './backend.js';
+import { checkKey, checkModelName, MAX_KEY_BYTES } from './keys.js';
+
+/** Keys this short always fit MAX_KEY_BYTES (a UTF-16 unit is at most 3 UTF-8 bytes). */
+const SHORT_KEY = Math.floor(MAX_KEY_BYTES / 3);
+
+/** Model names already validated (bounded: names are few in practice). */
+const goodModels = new Set<string>();
+
+function bad(where: string, message: string): ValidationError {
+  return new ValidationError(where, [{ message }]);
+}
+
+/** A model name and a key: cheap checks for the common case, the store's rules for the rest. */
+export function checkName(model: unknown, key: unknown): void {
+  if (typeof model !== 'string' || !goodModels.has(model)) {
+    checkModelName(model);
+    if (goodModels.size < 10_000) goodModels.add(model);
+  }
+  if (
+    typeof key !== 'string' ||
+    key.length === 0 ||
+    key.length > SHORT_KEY ||
+    key.includes('\u0000') ||
+    !key.isWellFormed()
+  ) {
+    checkKey(key);
+  }
+}
+
+/**
+ * Why `v` is not a storable JSON value, with the path to the culprit, or undefined when it is.
+ * Arrays must be dense and hold no `undefined`; objects must be plain (an `undefined` property is
+ * dropped, as JSON does); numbers finite; no value may contain itself.
+ *
+ * @example
+ * ```ts
+ * nonJson([1, undefined]); // { message: 'an array element is undefined ...', path: [1] }
+ * ```
+ */
+export function nonJson(
+  v: unknown,
+  path: PropertyKey[] = [],
+  ancestors: unknown[] = [],
+): { message: string; path: PropertyKey[] } | undefined {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return undefined;
+    case 'number':
+      return Number.isFinite(v)
+        ? undefined
+        : { message: `${v} cannot be stored (numbers must be finite)`, path };
+    case 'object': {
+      if (v === null) return undefined;
+      if (ancestors.includes(v)) {
+        return { message: 'a value that contains itself (a cycle) cannot be stored', path };
+      }
+      ancestors.push(v);
+      try {
+        if (Array.isArray(v)) {
+          for (let i = 0; i < v.length; i++) {
+            if (!(i in v)) {
+              return {
+                message: 'an array with holes cannot be stored (every index must hold a value)',
+                path: [...path, i],
+              };
+            }
+            const x: unknown = v[i];
+            if (x === undefined) {
+              return {
+                message: 'an array element is undefined; use null, or remove the element',
+                path: [...path, i],
+              };
+            }
+            const found = nonJson(x, [...path, i], ancestors);
+            if (found) return found;
+          }
+          return undefined;
+        }
+        const proto = Object.getPrototypeOf(v);
+        if (proto !== Object.prototype && proto !== null) {
+          return {
+            message: `a ${proto?.constructor?.name ?? 'non-plain object'} cannot be stored; documents hold JSON values (use strings or numbers for dates)`,
+            path,
+          };
+        }
+        for (const k of Object.keys(v)) {
+          const x: unknown = (v as Record<string, unknown>)[k];
+          if (x === undefined) continue;
+          const found = nonJson(x, [...path, k], ancestors);
+          if (found) return found;
+        }
+        return undefined;
+      } finally {
+        ancestors.pop();
+      }
+    }
+    case 'undefined':
+      return { message: 'undefined is not a JSON value (use unset() to remove a field)', path };
+    default:
+      return { message: `a ${typeof v} cannot be stored; documents hold JSON values`, path };
+  }
+}
+
+function checkJson(where: string, v: unknown): void {
+  const found = nonJson(v);
+  if (found) throw new ValidationError(where, [{ message: found.message, path: found.path }]);
+}
+
+/** Throws unless `ref` is a valid `{ model, key }`. */
+export function checkRef(ref: DocRef, where: string): void {
+  if (typeof ref !== 'object' || ref === null) throw bad(where, 'expected { model, key }');
+  checkName(ref.model, ref.key);
+}
+
+/** Throws unless `refs` is an array of valid refs. */
+export function checkRefs(refs: readonly DocRef[]): void {
+  if (!Array.isArray(refs)) throw bad('read', 'refs must be an array of { model, key }');
+  for (const r of refs) checkRef(r, 'read');
+}
+
+function field(where: string, f: unknown): void {
+  if (typeof f !== 'string' || f.length === 0) {
+    throw bad(
+      where,
+      `a field name must be a non-empty string, got ${JSON.stringify(f) ?? typeof f}`,
+    );
+  }
+}
+
+function safeInt(where: string, what: string, n: unknown): void {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n)) {
+    throw bad(where, `${what} must be an integer, got ${String(n)}`);
+  }
+}
+
+function checkOp(where: string, o: Op): void {
+  if (typeof o !== 'object' || o === null) throw bad(where, 'an op must be an object');
+  field(where, o.field);
+  switch (o.op) {
+    case 'set':
+    case 'append':
+    case 'remove':
+      checkJson(`${where} (${o.op} ${JSON.stringify(o.field)})`, o.value);
+      return;
+    case 'unset':
+      return;
+    case 'incr':
+      if (typeof o.by !== 'number' || !Number.isFinite(o.by)) {
+        throw bad(where, `incr needs a finite number, got ${String(o.by)}`);
+      }
+      return;
+    case 'extend':
+      if (!Array.isArray(o.values)) throw bad(where, 'extend needs an array of values');
+      checkJson(`${where} (extend ${JSON.stringify(o.field)})`, o.values);
+      return;
+    case 'insert':
+      safeInt(where, 'insert index', o.index);
+      checkJson(`${where} (insert ${JSON.stringify(o.field)})`, o.value);
+      return;
+    case 'pop':
+      safeInt(where, 'pop index', o.index);
+      return;
+    case 'setItem':
+      if (typeof o.item !== 'string') throw bad(where, 'setItem needs a string item');
+      checkJson(`${where} (setItem ${JSON.stringify(o.field)})`, o.value);
+      return;
+    case 'deleteItem':
+      if (typeof o.item !== 'string') throw bad(where, 'deleteItem needs a string item');
+      return;
+    case 'merge':
+      if (typeof o.value !== 'object' || o.value === null || Array.isArray(o.value)) {
+        throw bad(where, 'merge needs an object of entries');
+      }
+      checkJson(`${where} (merge ${JSON.stringify(o.field)})`, o.value);
+      return;
+    default:
+      throw bad(where, `unknown op ${JSON.stringify((o as { op?: unknown }).op) ?? 'undefined'}`);
+  }
+}
+
+const CMP = new Set(['eq', 'ne', 'lt', 'lte', 'gt', 'gte']);
+
+function checkGuard(where: string, g: Guard): void {
+  if (typeof g !== 'object' || g === null) throw bad(where, 'a guard must be an object');
+  field(where, g.field);
+  switch (g.guard) {
+    case 'cmp': {
+      if (!CMP.has(g.cmp)) throw bad(where, `unknown comparison ${JSON.stringify(g.cmp)}`);
+      if (g.length !== undefined && typeof g.length !== 'boolean') {
+        throw bad(where, 'length must be true or false');
+      }
+      const hasValue = 'value' in g && g.value !== undefined;
+      const hasRef = 'ref' in g && g.ref !== undefined;
+      if (hasValue === hasRef) {
+        throw bad(where, 'a comparison needs exactly one right-hand side: value or ref');
+      }
+      if (hasRef) {
+        const r = g.ref as { field?: unknown; length?: unknown };
+        if (typeof r !== 'object' || r === null) throw bad(where, 'ref must be { field }');
+        field(where, r.field);
+        if (r.length !== undefined && typeof r.length !== 'boolean') {
+          throw bad(where, 'ref.length must be true or false');
+        }
+      } else {
+        checkJson(where, g.value);
+      }
+      return;
+    }
+    case 'contains':
+    case 'notContains':
+      checkJson(where, g.value);
+      return;
+    case 'exists':
+      if (typeof g.value !== 'boolean') throw bad(where, 'exists needs true or false');
+      return;
+    default:
+      throw bad(
+        where,
+        `unknown guard ${JSON.stringify((g as { guard?: unknown }).guard) ?? 'undefined'}`,
+      );
+  }
+}
+
+function checkData(where: string, data: unknown): void {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw bad(where, 'a document must be an object of fields');
+  }
+  checkJson(where, data);
+}
+
+/**
+ * Throws ValidationError unless `writes` is a well-formed batch: known kinds, valid names, valid
+ * ops, guards and data, each document at most once.
+ *
+ * @example
+ * ```ts
+ * checkWrites([{ kind: 'delete', model: 'account', key: 'ann' }]);
+ * ```
+ */
+export function checkWrites(writes: readonly DocWrite[], what = 'write'): void {
+  if (!Array.isArray(writes)) throw bad(what, 'writes must be an array of DocWrite');
+  for (let i = 0; i < writes.length; i++) {
+    const w = writes[i] as DocWrite;
+    const where = `${what} #${i}`;
+    if (typeof w !== 'object' || w === null) throw bad(where, 'expected a DocWrite object');
+    checkName(w.model, w.key);
+    switch (w.kind) {
+      case 'patch': {
+        if (!Array.isArray(w.ops)) throw bad(where, 'ops must be an array');
+        for (const o of w.ops) checkOp(where, o);
+        if (w.guards !== undefined) {
+          if (!Array.isArray(w.guards)) throw bad(where, 'guards must be an array');
+          for (const g of w.guards) checkGuard(where, g);
+        }
+        if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
+        if (w.expectIncarnation !== undefined && typeof w.expectIncarnation !== 'string') {
+          throw bad(where, 'expectIncarnation must be a string');
+        }
+        if (w.fieldsUnchangedSince !== undefined) {
+          safeInt(where, 'fieldsUnchangedSince', w.fieldsUnchangedSince);
+        }
+        if (w.check !== undefined && typeof w.check !== 'function') {
+          throw bad(where, 'check must be a function');
+        }
+        break;
+      }
+      case 'create':
+      case 'put':
+        checkData(where, w.data);
+        break;
+      case 'delete':
+        if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
+        break;
+      default:
+        throw bad(
+          where,
+          `unknown kind ${JSON.stringify((w as { kind?: unknown }).kind) ?? 'undefined'} (patch, create, put or delete)`,
+        );
+    }
+  }
+  checkDistinct(writes, what);
+}
+
+/** Refuses a batch that names one document twice (its ops belong in one write). */
+function checkDistinct(writes: readonly DocWrite[], what: string): void {
+  // Batches are small: pairwise comparison allocates nothing; a Set only for large ones.
+  if (writes.length <= 16) {
+    for (let i = 1; i < writes.length; i++) {
+      const w = writes[i] as DocWrite;
+      for (let j = 0; j < i; j++) {
+        const v = writes[j] as DocWrite;
+        if (v.key === w.key && v.model === w.model) throw twice(what, w);
+      }
+    }
+    return;
+  }
+  const seen = new Set<string>();
+  for (const w of writes) {
+    const id = `${w.model}\u0000${w.key}`;
+    if (seen.has(id)) throw twice(what, w);
+    seen.add(id);
+  }
+}
+
+function twice(what: string, w: { model: string; key: string }): ValidationError {
+  return bad(
+    what,
+    `${w.model} ${JSON.stringify(w.key)} appears twice in one batch; put all its ops in one write (one Model.ops call)`,
+  );
+}
+
+function checkTimeout(where: string, t: unknown): void {
+  if (t !== undefined && !(typeof t === 'number' && t >= 0 && !Number.isNaN(t))) {
+    throw bad(where, `timeoutMs must be a number >= 0 (or left out to wait), got ${String(t)}`);
+  }
+}
+
+function checkSignal(where: string, s: unknown): void {
+  if (s !== undefined && !(s instanceof AbortSignal)) {
+    throw bad(where, 'signal must be an AbortSignal');
+  }
+}
+
+/**
+ * Throws ValidationError unless `o` are valid write options.
+ *
+ * @example
+ * ```ts
+ * checkWriteOptions({ timeoutMs: 100 });
+ * ```
+ */
+export function checkWriteOptions(o: WriteOptions | undefined): void {
+  if (o === undefined) return;
+  if (typeof o !== 'object' || o === null) throw bad('write options', 'expected an object');
+  checkTimeout('write options', o.timeoutMs);
+  checkSignal('write options', o.signal);
+}
+
+/**
+ * Throws ValidationError unless `r` is a well-formed lease request (keys distinct and in canonical
+ * order, and every option of the right type).
+ *
+ * @example
+ * ```ts
+ * checkLeaseRequest({ model: 'account', keys: ['a', 'b'], action: 'default', mode: 'exclusive',
+ *   leaseMs: 30_000, renew: true, nowait: false, skipLocked: false });
+ * ```
+ */
+export function checkLeaseRequest(r: LeaseRequest): void {
+  const where = 'lease request';
+  if (typeof r !== 'object' || r === null) throw bad(where, 'expected a LeaseRequest object');
+  if (!Array.isArray(r.keys) || r.keys.length === 0) throw bad(where, 'give at least one key');
+  for (const k of r.keys) checkName(r.model, k);
+  for (let i = 1; i < r.keys.length; i++) {
+    const a = r.keys[i - 1] as string;
+    const b = r.keys[i] as string;
+    if (a === b) throw bad(where, `key ${JSON.stringify(b)} is listed twice`);
+    if (a > b) {
+      throw bad(
+        where,
+        'keys must be in canonical order ([...keys].sort()), so that every process takes them in one order',
+      );
+    }
+  }
+  if (typeof r.action !== 'string' || r.action.length === 0) {
+    throw bad(where, 'action must be a non-empty string');
+  }
+  if (r.mode !== 'exclusive' && r.mode !== 'shared') {
+    throw bad(where, `mode must be "exclusive" or "shared", got ${JSON.stringify(r.mode)}`);
+  }
+  if (typeof r.leaseMs !== 'number' || !(Number.isFinite(r.leaseMs) && r.leaseMs > 0)) {
+    throw bad(where, `leaseMs must be a positive number of milliseconds, got ${String(r.leaseMs)}`);
+  }
+  checkTimeout(where, r.timeoutMs);
+  checkSignal(where, r.signal);
+  for (const flag of ['renew', 'nowait', 'skipLocked'] as const) {
+    if (typeof r[flag] !== 'boolean') throw bad(where, `${flag} must be true or false`);
+  }
+}

@@ -82,9 +82,10 @@ export function parseDocNow<T>(
 
 function checkedData<T>(what: string, input: unknown, result: StandardResult<T>): Data {
   if (result.issues) throw new ValidationError(what, result.issues);
+  // JSON first: a value that contains itself is refused before anything walks it.
+  assertPlainData(what, result.value);
   const dropped = droppedField(input, result.value, []);
   if (dropped) throw new ValidationError(what, [dropped]);
-  assertPlainData(what, result.value);
   return result.value as Data;
 }
 

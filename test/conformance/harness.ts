@@ -14,11 +14,6 @@ export interface ConformanceTarget {
   open(): Promise<Backend>;
   /** Drop everything this target created (keys, schema). */
   cleanup(): Promise<void>;
-  /** Optional capabilities. */
-  capabilities?: {
-    /** Nested locks taken in opposite orders end in DeadlockError (true) rather than LockTimeoutError (false, default). */
-    deadlockDetection?: boolean;
-  };
 }
 
 /** Everything a section of the suite needs, resolved lazily (the clients exist once beforeAll ran). */

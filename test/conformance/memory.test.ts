@@ -16,7 +16,6 @@ conformance('memory', async () => {
   return {
     open: async () => b,
     cleanup: async () => {},
-    capabilities: { deadlockDetection: true },
   };
 });
 

@@ -36,6 +36,5 @@ conformance('postgres', async () => {
         await c.end();
       }
     },
-    capabilities: { deadlockDetection: true },
   };
 });

@@ -35,7 +35,6 @@ export function redisConformance(name: string, options: RedisBackendOptions): vo
           await admin.quit();
         }
       },
-      capabilities: { deadlockDetection: true },
     };
   });
 }

@@ -22,9 +22,9 @@
  *     // Drop everything this target created (keys under the prefix / the schema). Called once,
  *     // in afterAll, after the suite closed every store it opened.
  *     cleanup: async () => { ... },
- *     // Nested locks taken in opposite orders: true → DeadlockError (memory, postgres);
- *     // false/absent → the suite expects LockTimeoutError with a small inner timeout (redis).
- *     capabilities: { deadlockDetection: false },
+ *     // What the backend can do is read from the backend itself (`backend.supports`), never
+ *     // from its name: e.g. nested locks in opposite orders end in DeadlockError when
+ *     // `supports.inProcessDeadlocks`, else the suite expects LockTimeoutError.
  *   };
  * });
  * ```
@@ -49,12 +49,15 @@ import type { Backend } from './api.js';
 import { createStore } from './api.js';
 import type { ConformanceTarget, Ctx, Store } from './harness.js';
 import { deferred, noHang, uniqueName } from './harness.js';
+import { batchesSection } from './sections/batches.js';
 import { contractSection } from './sections/contract.js';
 import { dataSection } from './sections/data.js';
 import { inputSection } from './sections/input.js';
+import { lockContextSection } from './sections/lock-context.js';
 import { locksSection } from './sections/locks.js';
 import { modelSection } from './sections/model.js';
 import { racesSection } from './sections/races.js';
+import { refusalsSection } from './sections/refusals.js';
 
 export type { ConformanceTarget } from './harness.js';
 
@@ -68,7 +71,7 @@ export type { ConformanceTarget } from './harness.js';
  * import { conformance } from './suite.js';
  * conformance('memory', async () => {
  *   const b = memory();
- *   return { open: async () => b, cleanup: async () => {}, capabilities: { deadlockDetection: true } };
+ *   return { open: async () => b, cleanup: async () => {} };
  * });
  * ```
  */
@@ -120,6 +123,9 @@ export function conformance(name: string, makeTarget: () => Promise<ConformanceT
     locksSection(ctx);
     contractSection(ctx);
     modelSection(ctx);
+    lockContextSection(ctx);
+    batchesSection(ctx);
+    refusalsSection(ctx);
 
     describe('nothing leaks', () => {
       it('close() resolves for every store (twice too), and a fresh instance opens and closes', async () => {

@@ -106,24 +106,24 @@ function strategy(
         state.deadlocks,
       );
       if (name !== 'nested-locks') return result;
-      const how =
-        ctx.backend === 'memory'
-          ? 'deadlocks reported at once by the wait-for graph'
-          : `deadlocks broken by a ${innerTimeoutMs(ctx)} ms lock timeout (the cycle runs through this process, no server can see it)`;
+      const how = ctx.store.backend.supports.inProcessDeadlocks
+        ? 'deadlocks reported at once by the wait-for graph'
+        : `deadlocks broken by a ${innerTimeoutMs(ctx)} ms lock timeout (deadlock detection is off for this backend)`;
       return { ...result, note: `${result.note}; ${how}; ${run.skipped} transfers given up` };
     },
   };
 }
 
 /**
- * How long the inner lock of nested-locks may wait before it counts as a deadlock. The memory
- * backend sees the whole wait-for graph and reports a cycle at once (the timeout is only a safety
- * net). On Redis and PostgreSQL the cycle runs through this process (the outer lease is held by
- * a task that is waiting, client side, for its inner lock), so no server can see it: a short
- * timeout breaks it, and a LockTimeoutError counts as a deadlock.
+ * How long the inner lock of nested-locks may wait before it counts as a deadlock. With in-process
+ * deadlock detection (the store's boundary, on every backend that declares it) a cycle among this
+ * process's tasks is reported at once and the timeout is only a safety net. Without it, the cycle
+ * runs through this process (the outer lease is held by a task that is waiting, client side, for
+ * its inner lock) and no server can see it: a short timeout breaks it, and a LockTimeoutError
+ * counts as a deadlock.
  */
 function innerTimeoutMs(ctx: LabContext): number {
-  return ctx.backend === 'memory' ? 5000 : 100;
+  return ctx.store.backend.supports.inProcessDeadlocks ? 5000 : 100;
 }
 
 const unsafe: Transfer1 = async ({ ctx, Account, ledger }, t) => {

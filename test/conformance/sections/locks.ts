@@ -987,7 +987,7 @@ export function locksSection(ctx: Ctx): void {
       const M = both('deadlock');
       await M[0].create('x', init);
       await M[0].create('y', init);
-      const detect = ctx.target().capabilities?.deadlockDetection ?? false;
+      const detect = ctx.backend(0).supports.inProcessDeadlocks;
       const inner = detect ? {} : { timeoutMs: 300 };
       for (let round = 0; round < 3; round++) {
         const both2 = barrier(2);

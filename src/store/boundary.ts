@@ -21,7 +21,7 @@
  * ```
  */
 import { ValidationError } from '../errors.js';
-import { type TrackedLease, trackLease, trackWrite } from '../sync/tracked-leases.js';
+import { anyTracked, type TrackedLease, trackLease, trackWrite } from '../sync/tracked-leases.js';
 import type {
   Backend,
   BackendCapabilities,
@@ -85,7 +85,7 @@ export class Bounded implements Backend {
       checkWriteOptions(options);
       options?.signal?.throwIfAborted();
       if (writes.length === 0) return Promise.resolve(EMPTY);
-      if (this.#track) tracked = this.#trackWrite(writes);
+      if (this.#track && anyTracked()) tracked = this.#trackWrite(writes);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -105,32 +105,42 @@ export class Bounded implements Backend {
     return trackWrite(ids);
   }
 
-  async acquire(request: LeaseRequest): Promise<Lease | undefined> {
-    checkLeaseRequest(request);
-    request.signal?.throwIfAborted();
+  acquire(request: LeaseRequest): Promise<Lease | undefined> {
     let tracked: TrackedLease | undefined;
-    if (this.#track) {
-      const { model, keys, action } = request;
-      tracked = trackLease(
-        keys.map((k) => lockId(this.namespace, model, k, action)),
-        keys.map((k) => lockName(model, [k], action)),
-        request.mode === 'exclusive',
-        request.nowait || request.skipLocked,
-      );
-    }
-    let lease: Lease | undefined;
     try {
-      lease = await this.inner.acquire(request);
+      checkLeaseRequest(request);
+      request.signal?.throwIfAborted();
+      if (this.#track) {
+        const { model, keys, action } = request;
+        tracked = trackLease(
+          keys.map((k) => lockId(this.namespace, model, k, action)),
+          keys.map((k) => lockName(model, [k], action)),
+          request.mode === 'exclusive',
+          request.nowait || request.skipLocked,
+        );
+      }
     } catch (err) {
-      tracked?.abandoned();
-      throw err;
+      return Promise.reject(err);
     }
-    if (!lease) {
-      tracked?.abandoned();
-      return undefined;
-    }
-    tracked?.granted();
-    return new BoundLease(lease, request, tracked);
+    // Not `async`, and one `then`: every promise of a lock costs twice with async context
+    // tracking on (the deadlock detector's AsyncLocalStorage).
+    const p = this.inner.acquire(request);
+    if (tracked === undefined) return p.then((lease) => lease && new BoundLease(lease, request));
+    const t = tracked;
+    return p.then(
+      (lease) => {
+        if (!lease) {
+          t.abandoned();
+          return undefined;
+        }
+        t.granted(() => lease.lost);
+        return new BoundLease(lease, request, t);
+      },
+      (err: unknown) => {
+        t.abandoned();
+        throw err;
+      },
+    );
   }
 
   close(): Promise<void> {
@@ -143,18 +153,16 @@ class BoundLease implements Lease {
   readonly #inner: Lease;
   readonly #request: LeaseRequest;
   #tracked: TrackedLease | undefined;
-  readonly #onLost: (() => void) | undefined;
 
-  constructor(inner: Lease, request: LeaseRequest, tracked: TrackedLease | undefined) {
+  /**
+   * A lost lease no longer holds its keys, so a cycle through it is not one (its waiter gets in):
+   * the graph asks `lease.lost` while it looks for a cycle (see `granted`), which costs nothing
+   * per lock, where listening to `lease.signal` would make an AbortSignal for every lease.
+   */
+  constructor(inner: Lease, request: LeaseRequest, tracked?: TrackedLease) {
     this.#inner = inner;
     this.#request = request;
     this.#tracked = tracked;
-    if (tracked) {
-      // A lost lease no longer holds its keys: a cycle through it is not one (its waiter gets in).
-      this.#onLost = () => this.#untrack();
-      if (inner.signal.aborted) this.#untrack();
-      else inner.signal.addEventListener('abort', this.#onLost, { once: true });
-    }
   }
 
   get docs(): ReadonlyArray<StoredDoc | undefined> {
@@ -174,7 +182,6 @@ class BoundLease implements Lease {
     const t = this.#tracked;
     if (t === undefined) return;
     this.#tracked = undefined;
-    if (this.#onLost) this.#inner.signal.removeEventListener('abort', this.#onLost);
     t.released();
   }
 
@@ -196,12 +203,30 @@ class BoundLease implements Lease {
       return this.release().then(() => Promise.reject(err));
     }
     if (this.#tracked === undefined) return this.#inner.commit(writes);
-    return this.#inner.commit(writes).finally(() => this.#untrack());
+    return this.#inner.commit(writes).then(
+      (r) => {
+        this.#untrack();
+        return r;
+      },
+      (err: unknown) => {
+        this.#untrack();
+        throw err;
+      },
+    );
   }
 
   release(): Promise<boolean> {
     if (this.#tracked === undefined) return this.#inner.release();
-    return this.#inner.release().finally(() => this.#untrack());
+    return this.#inner.release().then(
+      (held) => {
+        this.#untrack();
+        return held;
+      },
+      (err: unknown) => {
+        this.#untrack();
+        throw err;
+      },
+    );
   }
 }
 

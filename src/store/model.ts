@@ -398,7 +398,7 @@ export class Model<T, In = T> {
       });
       const drafts = snaps.map((s) => cloneJson(s.data) as unknown as T);
       const ctx = lockContext(
-        lease.signal,
+        lease,
         at.map((j) => lease.fences[j] as number),
       );
       const out = fn(many ? drafts : drafts[0], ctx);

@@ -75,6 +75,11 @@ export interface TrackedEntry {
   readonly name: string;
   /** The task holding it exclusively, if any. */
   owner: Task | null;
+  /**
+   * For a lock held through a server lease: true once that lease is known lost (expired, taken
+   * over). A lost holder blocks nobody — its waiters get the lock — so it closes no cycle.
+   */
+  ownerLost?: (() => boolean) | null;
   /** Tasks holding it shared, with their count, if any. */
   shared: Map<Task, number> | null;
   /** Its waiters (all of them {@link TrackedWait}s). */
@@ -173,7 +178,7 @@ function blockedBy(
   scanned: Map<TrackedEntry, Scanned>,
   visit: (t: Task) => boolean,
 ): boolean {
-  if (entry.owner !== null && visit(entry.owner)) return true;
+  if (entry.owner !== null && !entry.ownerLost?.() && visit(entry.owner)) return true;
   if (exclusive && entry.shared !== null) {
     for (const t of entry.shared.keys()) if (visit(t)) return true;
   }

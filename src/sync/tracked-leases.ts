@@ -43,6 +43,7 @@ class Entry implements TrackedEntry {
   readonly id: string;
   readonly name: string;
   owner: Task | null = null;
+  ownerLost: (() => boolean) | null = null;
   shared: Map<Task, number> | null = null;
   /** Queued waits, in arrival order (capacity 0: the queue never wakes anyone, it only orders). */
   readonly queue = new WaitQueue(0);
@@ -115,8 +116,11 @@ export class TrackedLease {
     this.#waits = [];
   }
 
-  /** The lease was granted: its waits become holds. */
-  granted(): void {
+  /**
+   * The lease was granted: its waits become holds. `isLost` (asked only while a cycle is being
+   * looked for) tells when an exclusive hold no longer blocks anyone because the lease was lost.
+   */
+  granted(isLost?: () => boolean): void {
     this.#unwait();
     for (let i = 0; i < this.#entries.length; i++) {
       // A lease that never waited (nowait, skipLocked) had no queue entry to keep its entry in
@@ -125,8 +129,10 @@ export class TrackedLease {
       const now = entries.get(e.id);
       if (now === undefined) entries.set(e.id, e);
       else if (now !== e) this.#entries[i] = e = now;
-      if (this.#exclusive) e.owner = this.#task;
-      else {
+      if (this.#exclusive) {
+        e.owner = this.#task;
+        e.ownerLost = isLost ?? null;
+      } else {
         e.shared ??= new Map();
         e.shared.set(this.#task, (e.shared.get(this.#task) ?? 0) + 1);
       }
@@ -147,7 +153,10 @@ export class TrackedLease {
     this.#held = false;
     for (const e of this.#entries) {
       if (this.#exclusive) {
-        if (e.owner === this.#task) e.owner = null;
+        if (e.owner === this.#task) {
+          e.owner = null;
+          e.ownerLost = null;
+        }
       } else if (e.shared) {
         const n = (e.shared.get(this.#task) ?? 0) - 1;
         if (n > 0) e.shared.set(this.#task, n);
@@ -227,15 +236,22 @@ const NO_QUEUE = new WaitQueue(0);
  * ```
  */
 export function trackWrite(ids: readonly string[]): TrackedLease | undefined {
+  if (entries.size === 0) return undefined;
   let list: Entry[] | undefined;
   for (const id of ids) {
     const e = entries.get(id);
-    if (e !== undefined && e.owner !== null) (list ??= []).push(e);
+    if (e !== undefined && e.owner !== null && !e.ownerLost?.()) (list ??= []).push(e);
   }
   if (list === undefined) return undefined;
   const task = taskStorage.getStore() ?? new Task(null);
   for (const e of list) {
-    const view: TrackedEntry = { name: e.name, owner: e.owner, shared: null, queue: NO_QUEUE };
+    const view: TrackedEntry = {
+      name: e.name,
+      owner: e.owner,
+      ownerLost: e.ownerLost,
+      shared: null,
+      queue: NO_QUEUE,
+    };
     const cycle = findCycle(task, view, false);
     if (cycle) {
       throw new DeadlockError(
@@ -249,6 +265,19 @@ export function trackWrite(ids: readonly string[]): TrackedLease | undefined {
   const t = new TrackedLease(task, false, list);
   t.wait();
   return t;
+}
+
+/**
+ * True when some lock of this process is held or waited for through leases: until then a plain
+ * write cannot wait for an in-process holder, and {@link trackWrite} need not be asked.
+ *
+ * @example
+ * ```ts
+ * if (anyTracked()) trackWrite(ids);
+ * ```
+ */
+export function anyTracked(): boolean {
+  return entries.size > 0;
 }
 
 /**

@@ -158,7 +158,8 @@ class MemoryLease implements Lease, CommitContext {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #lost = false;
   #lostWhy = '';
-  readonly #lostSignal = new AbortController();
+  /** Made on first use: most locks never look at their signal. */
+  #lostSignal: AbortController | undefined;
   #ended = false;
   /** Set by the first commit (or the end): a lease commits at most once. */
   #spent = false;
@@ -187,6 +188,8 @@ class MemoryLease implements Lease, CommitContext {
   }
 
   get signal(): AbortSignal {
+    this.#lostSignal ??= new AbortController();
+    if (this.#lost && !this.#lostSignal.signal.aborted) this.#abortLost();
     return this.#lostSignal.signal;
   }
 
@@ -206,8 +209,15 @@ class MemoryLease implements Lease, CommitContext {
     this.#lost = true;
     this.#lostWhy = why;
     this.#end();
-    this.#lostSignal.abort(
-      new LeaseLostError(lockName(this.#req.model, this.#req.keys, this.#req.action), why),
+    if (this.#lostSignal) this.#abortLost();
+  }
+
+  #abortLost(): void {
+    this.#lostSignal?.abort(
+      new LeaseLostError(
+        lockName(this.#req.model, this.#req.keys, this.#req.action),
+        this.#lostWhy,
+      ),
     );
   }
 

@@ -1,6 +1,13 @@
 import { describe, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
-import type { Doc, GuardBuilder, Model, OpsBuilder, Store } from '../../src/store/index.js';
+import type {
+  Doc,
+  GuardBuilder,
+  LockContext,
+  Model,
+  OpsBuilder,
+  Store,
+} from '../../src/store/index.js';
 
 const Campaign = z.object({
   name: z.string(),
@@ -43,5 +50,39 @@ describe('types inferred from the schema', () => {
     ];
     expectTypeOf(build).toBeFunction();
     expectTypeOf(when).toBeFunction();
+  });
+
+  it('compares a field with another field or a length, and only where the types fit', () => {
+    const when = (c: GuardBuilder<C>) => [
+      c.applicants.length.lt(c.seats),
+      c.seats.gte(c.applicants.length),
+      c.name.eq(c.name),
+      // @ts-expect-error a number field is not compared with a string field
+      c.seats.lt(c.name),
+      // @ts-expect-error a string field does not equal a number field
+      c.name.eq(c.seats),
+    ];
+    expectTypeOf(when).toBeFunction();
+  });
+
+  it('types lock drafts as a tuple of the keys and gives the callback a LockContext', () => {
+    const store = {} as Store;
+    const make = () => store.model('campaign', Campaign);
+    // types only: nothing below is called
+    const M = {} as ReturnType<typeof make>;
+    const multi = () =>
+      M.lock(['a', 'b'], ([a, b], ctx) => {
+        // under noUncheckedIndexedAccess: the tuple's elements are drafts, not `C | undefined`
+        expectTypeOf(a).toEqualTypeOf<C>();
+        expectTypeOf(b).toEqualTypeOf<C>();
+        expectTypeOf(ctx).toEqualTypeOf<LockContext>();
+        return a.seats + b.seats;
+      });
+    expectTypeOf(multi).returns.resolves.toEqualTypeOf<number>();
+    const single = () => M.lock('a', (d, ctx) => `${d.name}:${ctx.fence}`);
+    expectTypeOf(single).returns.resolves.toEqualTypeOf<string>();
+    const keys: string[] = ['a'];
+    const dynamic = () => M.lock(keys, (ds) => ds.length);
+    expectTypeOf(dynamic).returns.resolves.toEqualTypeOf<number>();
   });
 });

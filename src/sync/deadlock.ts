@@ -27,6 +27,7 @@
  * ```
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { checkFunction } from './permit.js';
 import type { Waiter, WaitQueue } from './wait-queue.js';
 
 /**
@@ -113,6 +114,7 @@ export const taskStorage: AsyncLocalStorage<Task> = new AsyncLocalStorage<Task>(
  * ```
  */
 export function runAsTask<T>(fn: () => T): T {
+  checkFunction(fn, 'runAsTask');
   return taskStorage.run(new Task(taskStorage.getStore() ?? null), fn);
 }
 

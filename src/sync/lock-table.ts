@@ -11,7 +11,11 @@ import {
 } from './deadlock.js';
 import {
   type AcquireOptions,
+  checkFunction,
+  checkOptionsObject,
   describeValue,
+  invalid,
+  NOTHING_CREATED,
   Pending,
   type Permit,
   parseOptions,
@@ -263,23 +267,16 @@ export class LockTable {
   private count = 0;
 
   constructor(options?: LockTableOptions) {
-    if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw new TypeError(`LockTable: options must be an object, got ${describeValue(options)}`);
-    }
+    const what = 'new LockTable()';
+    if (options !== undefined) checkOptionsObject(options, what, NOTHING_CREATED);
     const { detectDeadlocks = false, reentrant = false, name } = options ?? {};
+    const mustBe = (field: string, kind: string, v: unknown) =>
+      invalid(what, [field], `must be ${kind}, got ${describeValue(v)}`, NOTHING_CREATED);
     if (typeof detectDeadlocks !== 'boolean') {
-      throw new TypeError(
-        `LockTable: detectDeadlocks must be a boolean, got ${describeValue(detectDeadlocks)}`,
-      );
+      throw mustBe('detectDeadlocks', 'a boolean', detectDeadlocks);
     }
-    if (typeof reentrant !== 'boolean') {
-      throw new TypeError(
-        `LockTable: reentrant must be a boolean, got ${describeValue(reentrant)}`,
-      );
-    }
-    if (name !== undefined && typeof name !== 'string') {
-      throw new TypeError(`LockTable: name must be a string, got ${describeValue(name)}`);
-    }
+    if (typeof reentrant !== 'boolean') throw mustBe('reentrant', 'a boolean', reentrant);
+    if (name !== undefined && typeof name !== 'string') throw mustBe('name', 'a string', name);
     this.detect = detectDeadlocks;
     this.reentrant = reentrant;
     this.tracking = detectDeadlocks || reentrant;
@@ -313,7 +310,8 @@ export class LockTable {
 
   /**
    * Takes the lock(s) only if all are free right now (and nobody is queued for them); otherwise
-   * returns `undefined` and changes nothing. `timeoutMs` and `signal` are ignored.
+   * returns `undefined` and changes nothing. `timeoutMs` and `signal` are not used (but a bad one
+   * is refused like anywhere else).
    *
    * @example
    * ```ts
@@ -322,25 +320,7 @@ export class LockTable {
    * ```
    */
   tryAcquire(keys: string | readonly string[], options?: LockOptions): Permit | undefined {
-    const what = 'LockTable.tryAcquire';
-    const list = normalizeKeys(keys, what);
-    const { exclusive, action } = parseLockOptions(options ?? EMPTY_OPTIONS, what);
-    const task = this.tracking ? (taskStorage.getStore() ?? new Task()) : undefined;
-    const existing = action === '' ? this.main : this.byAction.get(action);
-    if (existing !== undefined) {
-      for (const key of list) {
-        const e = existing.get(key);
-        if (e !== undefined && !this.canGrantNow(e, exclusive, task)) return undefined;
-      }
-    }
-    const bucket = this.bucketOf(action);
-    if (list.length === 1)
-      return this.grantNow(this.entryOf(bucket, list[0] as string, action), exclusive, task)!;
-    const grants: Grant[] = [];
-    for (const key of list) {
-      grants.push(this.grantNow(this.entryOf(bucket, key, action), exclusive, task)!);
-    }
-    return new MultiGrant(grants);
+    return this.tryIn(keys, options, 'LockTable.tryAcquire').permit;
   }
 
   /**
@@ -352,15 +332,54 @@ export class LockTable {
    * ```
    */
   acquireNowait(keys: string | readonly string[], options?: LockOptions): Permit {
-    const permit = this.tryAcquire(keys, options);
+    const { permit, list, exclusive, action } = this.tryIn(
+      keys,
+      options,
+      'LockTable.acquireNowait',
+    );
     if (permit === undefined) {
-      const list = normalizeKeys(keys, 'LockTable.acquireNowait');
-      const { exclusive, action } = parseLockOptions(options ?? EMPTY_OPTIONS, 'acquireNowait');
       throw new LockBusyError(
         new Request(this, list, exclusive, action, undefined, undefined, undefined, 0).describe(),
       );
     }
     return permit;
+  }
+
+  /** tryAcquire, validating all of its input first (named `what` in errors). */
+  private tryIn(
+    keys: string | readonly string[],
+    options: LockOptions | undefined,
+    what: string,
+  ): { permit: Permit | undefined; list: readonly string[]; exclusive: boolean; action: string } {
+    const list = normalizeKeys(keys, what);
+    const o = options === undefined ? EMPTY_OPTIONS : options;
+    const { exclusive, action } = parseLockOptions(o, what);
+    // Not used here, but a bad timeoutMs or signal is a mistake all the same.
+    if (options !== undefined) parseOptions(o, what);
+    const result = { permit: undefined as Permit | undefined, list, exclusive, action };
+    const task = this.tracking ? (taskStorage.getStore() ?? new Task()) : undefined;
+    const existing = action === '' ? this.main : this.byAction.get(action);
+    if (existing !== undefined) {
+      for (const key of list) {
+        const e = existing.get(key);
+        if (e !== undefined && !this.canGrantNow(e, exclusive, task)) return result;
+      }
+    }
+    const bucket = this.bucketOf(action);
+    if (list.length === 1) {
+      result.permit = this.grantNow(
+        this.entryOf(bucket, list[0] as string, action),
+        exclusive,
+        task,
+      );
+      return result;
+    }
+    const grants: Grant[] = [];
+    for (const key of list) {
+      grants.push(this.grantNow(this.entryOf(bucket, key, action), exclusive, task)!);
+    }
+    result.permit = new MultiGrant(grants);
+    return result;
   }
 
   /**
@@ -378,10 +397,10 @@ export class LockTable {
     fn: () => T | Promise<T>,
     options?: LockOptions,
   ): Promise<T> {
-    if (typeof fn !== 'function') {
-      return Promise.reject(
-        new TypeError(`LockTable.run: expected a function to run, got ${describeValue(fn)}`),
-      );
+    try {
+      checkFunction(fn, 'LockTable.run');
+    } catch (err) {
+      return Promise.reject(err);
     }
     if (this.tracking) {
       const task = new Task(taskStorage.getStore() ?? null);
@@ -419,7 +438,7 @@ export class LockTable {
     task: Task | undefined,
   ): Permit | Promise<Permit> {
     const list = normalizeKeys(keys, what);
-    const o = options ?? EMPTY_OPTIONS;
+    const o = options === undefined ? EMPTY_OPTIONS : options;
     const { exclusive, action } = parseLockOptions(o, what);
     const { timeoutMs, signal } = options === undefined ? NO_WAIT_OPTIONS : parseOptions(o, what);
     if (signal?.aborted) throw signal.reason;
@@ -625,16 +644,16 @@ const NO_WAIT_OPTIONS = { timeoutMs: undefined, signal: undefined };
 function normalizeKeys(keys: string | readonly string[], what: string): readonly string[] {
   if (typeof keys === 'string') return [keys];
   if (!Array.isArray(keys)) {
-    throw new TypeError(
-      `${what}: keys must be a string or an array of strings, got ${describeValue(keys)}`,
+    throw invalid(
+      what,
+      ['keys'],
+      `must be a key (a string) or an array of keys, got ${describeValue(keys)}`,
     );
   }
-  if (keys.length === 0) {
-    throw new RangeError(`${what}: the key list is empty; pass at least one key`);
-  }
+  if (keys.length === 0) throw invalid(what, ['keys'], 'the list is empty; give at least one key');
   for (let i = 0; i < keys.length; i++) {
     if (typeof keys[i] !== 'string') {
-      throw new TypeError(`${what}: keys[${i}] must be a string, got ${describeValue(keys[i])}`);
+      throw invalid(what, ['keys', i], `must be a string, got ${describeValue(keys[i])}`);
     }
   }
   // Always a copy: a waiting request must not see the caller's array change.
@@ -652,17 +671,13 @@ function normalizeKeys(keys: string | readonly string[], what: string): readonly
 }
 
 function parseLockOptions(o: LockOptions, what: string): { exclusive: boolean; action: string } {
-  if (o === null || typeof o !== 'object') {
-    throw new TypeError(`${what}: options must be an object, got ${describeValue(o)}`);
-  }
+  checkOptionsObject(o, what);
   const { mode, action } = o;
   if (mode !== undefined && mode !== 'exclusive' && mode !== 'shared') {
-    throw new TypeError(
-      `${what}: mode must be 'exclusive' or 'shared', got ${describeValue(mode)}`,
-    );
+    throw invalid(what, ['mode'], `must be 'exclusive' or 'shared', got ${describeValue(mode)}`);
   }
   if (action !== undefined && typeof action !== 'string') {
-    throw new TypeError(`${what}: action must be a string, got ${describeValue(action)}`);
+    throw invalid(what, ['action'], `must be a string, got ${describeValue(action)}`);
   }
   return { exclusive: mode !== 'shared', action: action ?? '' };
 }

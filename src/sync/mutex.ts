@@ -1,7 +1,10 @@
 import {
   type AcquireOptions,
   acquireUnits,
+  checkOptionsObject,
   describeValue,
+  invalid,
+  NOTHING_CREATED,
   type Permit,
   runUnits,
   UnitPermit,
@@ -99,16 +102,19 @@ export class Mutex {
   }
 }
 
-/** `Kind "name"` for error messages; validates the name. @internal */
+/**
+ * `Kind "name"` for error messages; validates the constructor's options (a `ValidationError`
+ * for bad ones).
+ * @internal
+ */
 export function nameOf(kind: string, options: { name?: string } | undefined): string {
   if (options === undefined) return kind;
-  if (options === null || typeof options !== 'object') {
-    throw new TypeError(`${kind}: options must be an object, got ${describeValue(options)}`);
-  }
+  const what = `new ${kind}()`;
+  checkOptionsObject(options, what, NOTHING_CREATED);
   const { name } = options;
   if (name === undefined) return kind;
   if (typeof name !== 'string') {
-    throw new TypeError(`${kind}: name must be a string, got ${describeValue(name)}`);
+    throw invalid(what, ['name'], `must be a string, got ${describeValue(name)}`, NOTHING_CREATED);
   }
   return `${kind} ${JSON.stringify(name)}`;
 }

@@ -13,7 +13,7 @@
  * }
  * ```
  */
-import { LockTimeoutError } from '../errors.js';
+import { LockTimeoutError, ValidationError } from '../errors.js';
 import { Waiter, type WaitQueue } from './wait-queue.js';
 
 /**
@@ -61,21 +61,50 @@ export interface ParsedOptions {
   signal: AbortSignal | undefined;
 }
 
-/** Throws a TypeError/RangeError saying what is wrong with `o`. @internal */
+/**
+ * The error for bad input to a primitive: a `ValidationError` (code `INVALID`, like every bad
+ * input in Lockstep) naming the call (`what`), the argument (`path`) and what to give instead.
+ * `outcome` ends the message: what the refused call left as it was.
+ *
+ * @example
+ * ```ts
+ * throw invalid('Mutex.acquire', ['timeoutMs'], 'must be >= 0, got -1');
+ * // ValidationError: Mutex.acquire is invalid: timeoutMs: must be >= 0, got -1; nothing was acquired or queued
+ * ```
+ * @internal
+ */
+export function invalid(
+  what: string,
+  path: readonly (string | number)[],
+  message: string,
+  outcome = 'nothing was acquired or queued',
+): ValidationError {
+  const err = new ValidationError(what, [{ message, path }]);
+  // ValidationError speaks of writes (the store's case); a lock call says what it left alone.
+  err.message = err.message.replace(/nothing was written$/, outcome);
+  return err;
+}
+
+/** The outcome of a refused constructor call. @internal */
+export const NOTHING_CREATED = 'nothing was created';
+
+/** Throws a ValidationError saying what is wrong with `o`. @internal */
 export function parseOptions(o: AcquireOptions, what: string): ParsedOptions {
-  if (o === null || typeof o !== 'object') {
-    throw new TypeError(`${what}: options must be an object, got ${describeValue(o)}`);
-  }
+  checkOptionsObject(o, what);
   const { timeoutMs, signal } = o;
   if (timeoutMs !== undefined) {
     if (typeof timeoutMs !== 'number') {
-      throw new TypeError(
-        `${what}: timeoutMs must be a number of milliseconds, got ${describeValue(timeoutMs)}`,
+      throw invalid(
+        what,
+        ['timeoutMs'],
+        `must be a number of milliseconds, got ${describeValue(timeoutMs)}`,
       );
     }
     if (!(timeoutMs >= 0)) {
-      throw new RangeError(
-        `${what}: timeoutMs must be >= 0 (or Infinity to wait forever), got ${timeoutMs}`,
+      throw invalid(
+        what,
+        ['timeoutMs'],
+        `must be >= 0 (0: only if free now; Infinity or omitted: wait forever), got ${timeoutMs}`,
       );
     }
   }
@@ -86,7 +115,11 @@ export function parseOptions(o: AcquireOptions, what: string): ParsedOptions {
       typeof (signal as AbortSignal).addEventListener !== 'function' ||
       typeof (signal as AbortSignal).aborted !== 'boolean'
     ) {
-      throw new TypeError(`${what}: signal must be an AbortSignal, got ${describeValue(signal)}`);
+      throw invalid(
+        what,
+        ['signal'],
+        `must be an AbortSignal (an AbortController's signal, AbortSignal.timeout(ms)...), got ${describeValue(signal)}`,
+      );
     }
   }
   return {
@@ -95,18 +128,35 @@ export function parseOptions(o: AcquireOptions, what: string): ParsedOptions {
   };
 }
 
-/** Throws a RangeError unless `n` is a positive safe integer. @internal */
-export function checkPositiveInteger(n: unknown, what: string): number {
+/** Throws a ValidationError unless `o` is an object (an options bag). @internal */
+export function checkOptionsObject(o: unknown, what: string, outcome?: string): void {
+  if (o === null || typeof o !== 'object') {
+    throw invalid(
+      what,
+      ['options'],
+      `must be an object of options (or omitted), got ${describeValue(o)}`,
+      outcome,
+    );
+  }
+}
+
+/** Throws a ValidationError unless `n` is a positive safe integer. @internal */
+export function checkPositiveInteger(
+  n: unknown,
+  what: string,
+  name: string,
+  outcome?: string,
+): number {
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n <= 0) {
-    throw new RangeError(`${what} must be a positive integer, got ${describeValue(n)}`);
+    throw invalid(what, [name], `must be a positive integer, got ${describeValue(n)}`, outcome);
   }
   return n;
 }
 
-/** Throws a TypeError unless `fn` is a function. @internal */
+/** Throws a ValidationError unless `fn` is a function. @internal */
 export function checkFunction(fn: unknown, what: string): void {
   if (typeof fn !== 'function') {
-    throw new TypeError(`${what}: expected a function, got ${describeValue(fn)}`);
+    throw invalid(what, ['fn'], `must be a function to run, got ${describeValue(fn)}`);
   }
 }
 
@@ -470,21 +520,15 @@ export function runUnits<T>(
   o: AcquireOptions | undefined,
   what: string,
 ): Promise<T> {
-  if (typeof fn !== 'function') {
-    return Promise.reject(
-      new TypeError(`${what}: expected a function to run, got ${describeValue(fn)}`),
-    );
-  }
   let timeoutMs: number | undefined;
   let signal: AbortSignal | undefined;
-  if (o !== undefined) {
-    try {
-      ({ timeoutMs, signal } = parseOptions(o, what));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (signal?.aborted) return Promise.reject(signal.reason);
+  try {
+    checkFunction(fn, what);
+    if (o !== undefined) ({ timeoutMs, signal } = parseOptions(o, what));
+  } catch (err) {
+    return Promise.reject(err);
   }
+  if (signal?.aborted) return Promise.reject(signal.reason);
   if (home.tryTake(weight)) return runTaken(home, weight, fn);
   if (timeoutMs === 0) return Promise.reject(new LockTimeoutError(label, 0));
   const w = new RunWaiter(home, weight, label, fn);

@@ -4,6 +4,8 @@ import {
   acquireUnits,
   checkPositiveInteger,
   describeValue,
+  invalid,
+  NOTHING_CREATED,
   type Permit,
   runUnits,
   UnitPermit,
@@ -54,7 +56,7 @@ export class Semaphore {
   private readonly label: string;
 
   constructor(permits: number, options?: SemaphoreOptions) {
-    checkPositiveInteger(permits, 'Semaphore: permits');
+    checkPositiveInteger(permits, 'new Semaphore()', 'permits', NOTHING_CREATED);
     this.label = nameOf('Semaphore', options);
     this.queue = new WaitQueue(permits);
   }
@@ -130,10 +132,12 @@ export class Semaphore {
   }
 
   private checkWeight(weight: unknown, what: string): number {
-    checkPositiveInteger(weight, `${what}: weight`);
+    checkPositiveInteger(weight, what, 'weight');
     if ((weight as number) > this.queue.capacity) {
-      throw new RangeError(
-        `${what}: weight ${describeValue(weight)} is above the capacity (${this.queue.capacity}); it could never be granted`,
+      throw invalid(
+        what,
+        ['weight'],
+        `${describeValue(weight)} is above the capacity (${this.queue.capacity}), so it could never be granted; give at most ${this.queue.capacity}`,
       );
     }
     return weight as number;

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { DeadlockError, LockBusyError, LockTimeoutError } from '../../src/errors.js';
+import {
+  DeadlockError,
+  LockBusyError,
+  LockTimeoutError,
+  ValidationError,
+} from '../../src/errors.js';
 import { LockTable, runAsTask } from '../../src/sync/index.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -261,14 +266,14 @@ describe('LockTable', () => {
 
   it('rejects bad input clearly and changes nothing', async () => {
     const t = new LockTable();
-    await expect(t.acquire([])).rejects.toThrow(RangeError);
-    await expect(t.acquire([1 as unknown as string])).rejects.toThrow(TypeError);
+    await expect(t.acquire([])).rejects.toThrow(ValidationError);
+    await expect(t.acquire([1 as unknown as string])).rejects.toThrow(ValidationError);
     await expect(t.acquire('a', { mode: 'x' as 'shared' })).rejects.toThrow(/mode/);
-    await expect(t.acquire('a', { timeoutMs: -5 })).rejects.toThrow(RangeError);
-    expect(() => t.tryAcquire([])).toThrow(RangeError);
-    await expect(t.run('a', 5 as unknown as () => void)).rejects.toThrow(TypeError);
+    await expect(t.acquire('a', { timeoutMs: -5 })).rejects.toThrow(ValidationError);
+    expect(() => t.tryAcquire([])).toThrow(ValidationError);
+    await expect(t.run('a', 5 as unknown as () => void)).rejects.toThrow(ValidationError);
     expect(() => new LockTable({ detectDeadlocks: 'yes' as unknown as boolean })).toThrow(
-      TypeError,
+      ValidationError,
     );
     expect(t.size).toBe(0);
   });

@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { LockTimeoutError } from '../../src/errors.js';
+import { LockTimeoutError, ValidationError } from '../../src/errors.js';
 import { Mutex } from '../../src/sync/index.js';
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
@@ -149,14 +149,16 @@ describe('Mutex', () => {
 
   it('rejects bad input with a clear error and changes nothing', async () => {
     const m = new Mutex();
-    await expect(m.acquire({ timeoutMs: -1 })).rejects.toThrow(RangeError);
+    await expect(m.acquire({ timeoutMs: -1 })).rejects.toThrow(ValidationError);
     await expect(m.acquire({ timeoutMs: Number.NaN })).rejects.toThrow(/timeoutMs/);
-    await expect(m.acquire({ timeoutMs: '5' as unknown as number })).rejects.toThrow(TypeError);
+    await expect(m.acquire({ timeoutMs: '5' as unknown as number })).rejects.toThrow(
+      ValidationError,
+    );
     await expect(m.acquire({ signal: {} as unknown as AbortSignal })).rejects.toThrow(
       /AbortSignal/,
     );
-    await expect(m.run(42 as unknown as () => void)).rejects.toThrow(TypeError);
-    expect(() => new Mutex({ name: 3 as unknown as string })).toThrow(TypeError);
+    await expect(m.run(42 as unknown as () => void)).rejects.toThrow(ValidationError);
+    expect(() => new Mutex({ name: 3 as unknown as string })).toThrow(ValidationError);
     expect(m.isLocked).toBe(false);
     await tick();
   });

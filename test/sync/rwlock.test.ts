@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LockTimeoutError } from '../../src/errors.js';
+import { LockTimeoutError, ValidationError } from '../../src/errors.js';
 import { RWLock } from '../../src/sync/index.js';
 
 describe('RWLock', () => {
@@ -129,9 +129,9 @@ describe('RWLock', () => {
 
   it('rejects bad input', async () => {
     const l = new RWLock();
-    await expect(l.acquireRead({ timeoutMs: -1 })).rejects.toThrow(RangeError);
-    await expect(l.acquireWrite({ timeoutMs: Number.NaN })).rejects.toThrow(RangeError);
-    await expect(l.read(null as unknown as () => void)).rejects.toThrow(TypeError);
+    await expect(l.acquireRead({ timeoutMs: -1 })).rejects.toThrow(ValidationError);
+    await expect(l.acquireWrite({ timeoutMs: Number.NaN })).rejects.toThrow(ValidationError);
+    await expect(l.read(null as unknown as () => void)).rejects.toThrow(ValidationError);
     expect(l.isLocked).toBe(false);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LockTimeoutError } from '../../src/errors.js';
+import { LockTimeoutError, ValidationError } from '../../src/errors.js';
 import { Semaphore } from '../../src/sync/index.js';
 
 describe('Semaphore', () => {
@@ -79,18 +79,18 @@ describe('Semaphore', () => {
     expect(s.available).toBe(3);
   });
 
-  it('rejects bad permits and weights with a RangeError, changing nothing', async () => {
+  it('rejects bad permits and weights with a ValidationError, changing nothing', async () => {
     for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
-      expect(() => new Semaphore(bad)).toThrow(RangeError);
+      expect(() => new Semaphore(bad)).toThrow(ValidationError);
     }
     expect(() => new Semaphore('2' as unknown as number)).toThrow(/positive integer/);
     const s = new Semaphore(2);
     await expect(s.acquire({ weight: 3 })).rejects.toThrow(/above the capacity/);
-    await expect(s.acquire({ weight: 0 })).rejects.toThrow(RangeError);
-    await expect(s.run(() => 1, { weight: 1.5 })).rejects.toThrow(RangeError);
-    expect(() => s.tryAcquire(3)).toThrow(RangeError);
-    expect(() => s.tryAcquire(-1)).toThrow(RangeError);
-    await expect(s.acquire({ timeoutMs: -1 })).rejects.toThrow(RangeError);
+    await expect(s.acquire({ weight: 0 })).rejects.toThrow(ValidationError);
+    await expect(s.run(() => 1, { weight: 1.5 })).rejects.toThrow(ValidationError);
+    expect(() => s.tryAcquire(3)).toThrow(ValidationError);
+    expect(() => s.tryAcquire(-1)).toThrow(ValidationError);
+    await expect(s.acquire({ timeoutMs: -1 })).rejects.toThrow(ValidationError);
     expect(s.available).toBe(2);
     expect(s.waiting).toBe(0);
   });

@@ -62,11 +62,19 @@ describe('memory: nothing leaks', () => {
     );
     const idle = async () => {
       const s = b.stats();
-      return s.leases === 0 && s.locks === 0 && s.timers === 0 && s.reservations === 0;
+      return (
+        s.leases === 0 && s.locks === 0 && s.timers === 0 && s.reservations === 0 && s.gated === 0
+      );
     };
     for (let i = 0; i < 200 && !(await idle()); i++) await sleep(10);
     // The crashed holder's fn never settles; its lease must be gone all the same.
-    expect(b.stats()).toMatchObject({ leases: 0, locks: 0, timers: 0, reservations: 0 });
+    expect(b.stats()).toMatchObject({
+      leases: 0,
+      locks: 0,
+      timers: 0,
+      reservations: 0,
+      gated: 0,
+    });
     expect((await M.get('k')).data.n).toBe(20);
     expect((await M.get('u')).data.n).toBe(20);
     await store.close();

@@ -8,7 +8,7 @@
  * if (plan.pending === undefined && plan.refusal === undefined) install(plan);
  * ```
  */
-import { applyOps, describeGuard, firstFalseGuard, guardProblem } from '../../store/apply-ops.js';
+import { applyOps } from '../../store/apply-ops.js';
 import type {
   CheckIssue,
   Data,
@@ -26,6 +26,7 @@ import {
   recordPatches,
   snapshot,
 } from './documents.js';
+import { describe as describeGuard, firstFalse, problem as guardProblem } from './guards.js';
 
 /** A refused write result. */
 export type Refusal = Extract<WriteResult, { applied: false }>;
@@ -266,13 +267,15 @@ function applyWrite(
           if (problem)
             return refuse(i, 'invalid', `${what(w.model, w.key)}: guard #${g}: ${problem}`);
         }
-        const failed = firstFalseGuard(s.data, guards);
+        const failed = firstFalse(s.data, guards);
         if (failed >= 0) {
-          return refuse(
-            i,
-            'guard',
-            `${what(w.model, w.key)}: guard #${failed} (${describeGuard(guards[failed] as (typeof guards)[number])}) is false`,
-          );
+          return {
+            applied: false,
+            reason: 'guard',
+            index: i,
+            guard: failed,
+            detail: `${what(w.model, w.key)}: guard #${failed} (${describeGuard(guards[failed] as (typeof guards)[number])}) is false`,
+          };
         }
       }
       if (!Array.isArray(w.ops))
@@ -287,14 +290,18 @@ function applyWrite(
             `${what(w.model, w.key)}: ${c}`,
           );
       }
+      if (w.ops.length === 0) {
+        // No ops: nothing is written (no version bump, no post-check); the guards decided.
+        plan.results[i] = [];
+        plan.docs[i] = snapshot(w.key, s.version, s.data, s.incarnation);
+        return undefined;
+      }
       const r = applyOps(s.data, w.ops);
       if (!r.ok) return refuse(i, 'invalid', `${what(w.model, w.key)}: ${r.detail}`);
       s.version += 1;
       s.data = r.data;
-      if (w.ops.length > 0) {
-        if (s.patches === undefined) s.patches = [w.ops, s.version];
-        else s.patches.push(w.ops, s.version);
-      }
+      if (s.patches === undefined) s.patches = [w.ops, s.version];
+      else s.patches.push(w.ops, s.version);
       plan.results[i] = r.results;
       // The caller's copy; the post-check sees the very same copy (never stored state).
       const doc = snapshot(w.key, s.version, r.data, s.incarnation);

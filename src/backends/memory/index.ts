@@ -5,8 +5,9 @@
  *
  * One concept per file: `documents.ts` (storage and copies), `batch.ts` (the batch evaluator and
  * installer, with refusals), `writer.ts` (the write engine: async post-checks and reservations),
- * `leases.ts` (leases on the lock table, fences, expiry), `validate.ts` (input checks),
- * `stats.ts` (leak-check counts).
+ * `leases.ts` (leases on the lock table, fences, expiry), `gate.ts` (plain writes waiting for
+ * exclusive leases), `guards.ts` (guards, field references included), `validate.ts` (input
+ * checks), `stats.ts` (leak-check counts).
  *
  * @example
  * ```ts
@@ -22,6 +23,7 @@ import type {
   Lease,
   LeaseRequest,
   StoredDoc,
+  WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
 import { Documents, snapshot } from './documents.js';
@@ -82,6 +84,7 @@ export class MemoryBackend implements Backend {
       locks,
       timers,
       reservations: this.#writer.reservations,
+      gated: this.#leases.gate.size,
     };
   }
 
@@ -106,7 +109,10 @@ export class MemoryBackend implements Backend {
   }
 
   /**
-   * One atomic, guarded batch: every write applies, or none does.
+   * One atomic, guarded batch: every write applies, or none does. While an exclusive lease of the
+   * default action holds one of its documents, the batch waits (FIFO with lock waiters) until the
+   * lease ends, bounded by `options.timeoutMs` (LockTimeoutError) and `options.signal`
+   * (`signal.reason`); nothing is written when it gives up. Otherwise it applies at once.
    *
    * @example
    * ```ts
@@ -115,11 +121,15 @@ export class MemoryBackend implements Backend {
    *     guards: [{ guard: 'cmp', field: 'balance', cmp: 'gte', value: 5 }] },
    *   { kind: 'patch', model: 'account', key: 'b', ops: [{ op: 'incr', field: 'balance', by: 5 }] },
    * ]);
+   * await backend.write([{ kind: 'patch', model: 'account', key: 'a', ops: [] }], { timeoutMs: 100 });
    * ```
    */
-  write(writes: readonly DocWrite[]): Promise<WriteResult> {
+  write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
     try {
       checkWrites(writes, 'write');
+      const gate = this.#leases.gate;
+      if (gate.mustWait(writes))
+        return gate.pass(writes, options, () => this.#writer.write(writes));
       return this.#writer.write(writes);
     } catch (err) {
       return Promise.reject(err);

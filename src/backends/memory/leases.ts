@@ -15,6 +15,7 @@ import { LockTable } from '../../sync/lock-table.js';
 import type { Permit } from '../../sync/permit.js';
 import { type CommitContext, type Refusal, refuse, what } from './batch.js';
 import { type Documents, snapshot } from './documents.js';
+import { lockId, WriteGate } from './gate.js';
 import { checkRequest, checkWrites, closedError } from './validate.js';
 import type { Writer } from './writer.js';
 
@@ -27,6 +28,8 @@ interface LeaseHost {
   readonly writer: Writer;
   fenceHolds(mode: 'exclusive' | 'shared', fence: number, fenceIds: readonly string[]): boolean;
   leaseEnded(lease: MemoryLease, fence: number, fenceIds: readonly string[]): void;
+  /** Plain writes queue here while an exclusive default-action lease holds their documents. */
+  readonly gate: WriteGate;
   /** +1 when an expiry timer starts, -1 when it stops. */
   timer(delta: 1 | -1): void;
 }
@@ -49,6 +52,8 @@ export class Leases {
   readonly #docs: Documents;
   readonly #closed: () => boolean;
   readonly #locks = new LockTable({ detectDeadlocks: false });
+  /** Plain writes wait here for exclusive default-action leases (shares the lock table). */
+  readonly gate = new WriteGate(this.#locks);
   readonly #leases = new Set<MemoryLease>();
   /** Current exclusive holder's fence per lock identity (model, key, action). */
   readonly #fenceOf = new Map<string, number>();
@@ -65,6 +70,7 @@ export class Leases {
       writer,
       fenceHolds: (mode, fence, ids) => this.#fenceHolds(mode, fence, ids),
       leaseEnded: (lease, fence, ids) => this.#leaseEnded(lease, fence, ids),
+      gate: this.gate,
       timer: (delta) => {
         this.#timers += delta;
       },
@@ -83,7 +89,8 @@ export class Leases {
     const { model, keys, action } = req;
     // Lock identity (model, key, action): the action is the LockTable's own dimension, and
     // `model:key` is unambiguous because model names hold no ':'.
-    const ids = keys.length === 1 ? `${model}:${keys[0]}` : keys.map((k) => `${model}:${k}`);
+    const ids =
+      keys.length === 1 ? lockId(model, keys[0] as string) : keys.map((k) => lockId(model, k));
     let permit: Permit | undefined;
     if (req.nowait || req.skipLocked) {
       permit = this.#locks.tryAcquire(ids, { mode: req.mode, action });
@@ -117,7 +124,22 @@ export class Leases {
       docs[i] = e ? snapshot(k, e.version, e.data, e.incarnation) : undefined;
       incarnations[i] = e?.incarnation;
     }
-    const lease = new MemoryLease(this.#host, req, permit, fence, fenceIds, docs, incarnations);
+    // In the same synchronous step as the read: a plain write issued from now on waits for it.
+    const gates = req.mode === 'exclusive' && action === 'default';
+    if (gates) {
+      if (typeof ids === 'string') this.gate.hold(ids);
+      else for (const id of ids) this.gate.hold(id);
+    }
+    const lease = new MemoryLease(
+      this.#host,
+      req,
+      permit,
+      fence,
+      fenceIds,
+      gates ? ids : undefined,
+      docs,
+      incarnations,
+    );
     this.#leases.add(lease);
     if (!req.renew) lease.startTimer(Math.min(req.leaseMs, MAX_TIMER_MS));
     return lease;
@@ -153,6 +175,8 @@ class MemoryLease implements Lease, CommitContext {
   readonly #permit: Permit;
   readonly #fence: number;
   readonly #fenceIds: readonly string[];
+  /** The documents this lease gates for plain writes (exclusive, default action), else undefined. */
+  readonly #gated: string | readonly string[] | undefined;
   /** Per key of the request: the incarnation read when the lease was taken (undefined: missing). */
   readonly #incarnations: Array<string | undefined>;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -170,6 +194,7 @@ class MemoryLease implements Lease, CommitContext {
     permit: Permit,
     fence: number,
     fenceIds: readonly string[],
+    gated: string | readonly string[] | undefined,
     docs: Array<StoredDoc | undefined>,
     incarnations: Array<string | undefined>,
   ) {
@@ -178,6 +203,7 @@ class MemoryLease implements Lease, CommitContext {
     this.#permit = permit;
     this.#fence = fence;
     this.#fenceIds = fenceIds;
+    this.#gated = gated;
     this.docs = docs;
     this.fences = req.keys.map(() => fence);
     this.#incarnations = incarnations;
@@ -231,6 +257,13 @@ class MemoryLease implements Lease, CommitContext {
       this.#backend.timer(-1);
     }
     this.#backend.leaseEnded(this, this.#fence, this.#fenceIds);
+    const gated = this.#gated;
+    if (gated !== undefined) {
+      const gate = this.#backend.gate;
+      if (typeof gated === 'string') gate.unhold(gated);
+      else for (const id of gated) gate.unhold(id);
+    }
+    // Lets the next waiter in: a lease, or plain writes queued behind this one.
     this.#permit.release();
   }
 

@@ -26,4 +26,9 @@ export interface MemoryStats {
   readonly timers: number;
   /** Documents reserved by a write whose async post-check is being re-run. */
   readonly reservations: number;
+  /**
+   * Documents plain writes must queue for: held by an exclusive default-action lease, or with a
+   * plain write queued or running behind one.
+   */
+  readonly gated: number;
 }

@@ -47,7 +47,13 @@ function fresh(): MemoryBackend {
 afterEach(async () => {
   // Every test must leave nothing behind: no lease, no lock, no timer, no reservation.
   for (const b of backends.splice(0)) {
-    expect(b.stats()).toMatchObject({ leases: 0, locks: 0, timers: 0, reservations: 0 });
+    expect(b.stats()).toMatchObject({
+      leases: 0,
+      locks: 0,
+      timers: 0,
+      reservations: 0,
+      gated: 0,
+    });
     await b.close();
   }
 });
@@ -331,20 +337,23 @@ describe('memory leases: expiry and fencing', () => {
   it('a commit is refused with conflict when a written field changed since the read', async () => {
     const b = fresh();
     await seed(b, { k: { a: 0, b: 0 } });
-    const l = await must(b.acquire(req(['k'])));
+    // A named action: plain writers are not held back by it (they wait for the default action's
+    // exclusive leases only), so its commit is field-checked against them.
+    const edit = { action: 'edit' };
+    const l = await must(b.acquire(req(['k'], edit)));
     // A writer that does not take the lease (apply/update) changes field a.
     await b.write([patch('k', [{ op: 'incr', field: 'a', by: 1 }])]);
     const since = l.docs[0]?.version as number;
     expect(
       await l.commit([patch('k', [set('a', 10)], { fieldsUnchangedSince: since })]),
     ).toMatchObject({ applied: false, reason: 'conflict' });
-    const l2 = await must(b.acquire(req(['k'])));
+    const l2 = await must(b.acquire(req(['k'], edit)));
     await b.write([patch('k', [{ op: 'incr', field: 'a', by: 1 }])]);
     expect(
       await l2.commit([patch('k', [set('b', 10)], { fieldsUnchangedSince: l2.docs[0]?.version })]),
     ).toMatchObject({ applied: true });
     // Deleted and created again under a lease holder: conflict, even at the same version.
-    const l3 = await must(b.acquire(req(['k'])));
+    const l3 = await must(b.acquire(req(['k'], edit)));
     await b.write([{ kind: 'delete', model: M, key: 'k' }]);
     await b.write([{ kind: 'create', model: M, key: 'k', data: { a: 0, b: 0 } }]);
     expect(await l3.commit([patch('k', [set('b', 1)], { fieldsUnchangedSince: 1 })])).toMatchObject(

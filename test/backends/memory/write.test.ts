@@ -43,21 +43,24 @@ describe('memory backend: basics', () => {
     ]);
     expect(r.results).toEqual([[]]);
     applied(await b.write([patch('k', [incr('n')])]));
-    applied(await b.write([patch('k', [])]));
+    // A patch with no ops writes nothing: the version stays.
+    const none = applied(await b.write([patch('k', [])]));
+    expect(none.docs[0]?.version).toBe(2);
+    expect(none.results).toEqual([[]]);
     applied(await b.write([{ kind: 'put', model: M, key: 'k', data: { m: 1 } }]));
     expect(await get(b, 'k')).toEqual({
       key: 'k',
-      version: 4,
+      version: 3,
       incarnation: expect.any(String),
       data: { m: 1 },
     });
     // Two writes on one document in one batch apply in order, each bumping the version.
     const r2 = applied(await b.write([patch('k', [incr('m')]), patch('k', [incr('m', 10)])]));
-    expect(r2.docs.map((d) => d?.version)).toEqual([5, 6]);
+    expect(r2.docs.map((d) => d?.version)).toEqual([4, 5]);
     expect(r2.results).toEqual([[2], [12]]);
     expect(await get(b, 'k')).toEqual({
       key: 'k',
-      version: 6,
+      version: 5,
       incarnation: expect.any(String),
       data: { m: 12 },
     });
@@ -403,7 +406,8 @@ describe('memory backend: isolation', () => {
           if (!(w.guards ?? []).every((g) => evalGuard(cur.data, g))) return no('guard');
           const r = applyOps(cur.data, w.ops);
           if (!r.ok) return no('invalid');
-          next.set(w.key, { version: cur.version + 1, data: copy(r.data) });
+          // A patch with no ops writes nothing (its guards decided).
+          if (w.ops.length > 0) next.set(w.key, { version: cur.version + 1, data: copy(r.data) });
           results.push(copy(r.results));
         }
       }

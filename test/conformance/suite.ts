@@ -50,6 +50,7 @@ import { createStore } from './api.js';
 import type { ConformanceTarget, Ctx, Store } from './harness.js';
 import { deferred, noHang, uniqueName } from './harness.js';
 import { batchesSection } from './sections/batches.js';
+import { boundarySection } from './sections/boundary.js';
 import { contractSection } from './sections/contract.js';
 import { dataSection } from './sections/data.js';
 import { inputSection } from './sections/input.js';
@@ -126,6 +127,7 @@ export function conformance(name: string, makeTarget: () => Promise<ConformanceT
     lockContextSection(ctx);
     batchesSection(ctx);
     refusalsSection(ctx);
+    boundarySection(ctx);
 
     describe('nothing leaks', () => {
       it('close() resolves for every store (twice too), and a fresh instance opens and closes', async () => {

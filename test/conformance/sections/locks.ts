@@ -471,11 +471,17 @@ export function locksSection(ctx: Ctx): void {
       const run = async (a: number, b: number) => {
         const inside = deferred();
         const go = deferred();
-        const holder = M0.lock('k', async (d) => {
-          inside.resolve();
-          await go.promise;
-          d.a = a;
-        });
+        // A named action: plain writers are not held back by it (the default action's lease
+        // would make them wait), so one can change the other field meanwhile.
+        const holder = M0.lock(
+          'k',
+          async (d) => {
+            inside.resolve();
+            await go.promise;
+            d.a = a;
+          },
+          { action: 'edit' },
+        );
         holder.catch(() => {});
         await noHang(inside.promise, 'holder entering');
         // A writer that does not take the lock changes the other field meanwhile.

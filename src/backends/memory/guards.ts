@@ -1,14 +1,15 @@
 /**
  * Guards as the memory backend evaluates them: the store's guard semantics
  * (`src/store/apply-ops.ts`), plus field references (`ref`: the right-hand side is another field
- * of the same document, or its length), and the index of the first guard that is false.
+ * of the same document, or its length), and the index of the first guard that is false. Guards
+ * arrive well-formed (the boundary checks them).
  *
  * @example
  * ```ts
  * firstFalse({ count: 3, max: 3 }, [{ guard: 'cmp', field: 'count', cmp: 'lt', ref: { field: 'max' } }]); // 0
  * ```
  */
-import { describeGuard, evalGuard, guardProblem } from '../../store/apply-ops.js';
+import { describeGuard, evalGuard } from '../../store/apply-ops.js';
 import type { Data, Guard, Json } from '../../store/backend.js';
 
 type CmpGuard = Extract<Guard, { guard: 'cmp' }>;
@@ -59,29 +60,6 @@ export function holds(data: Data, g: Guard): boolean {
 export function firstFalse(data: Data, guards: readonly Guard[]): number {
   for (let i = 0; i < guards.length; i++) if (!holds(data, guards[i] as Guard)) return i;
   return -1;
-}
-
-/**
- * Why `g` is malformed, or undefined: the store's rules, and for `ref` guards exactly one of
- * `value` and `ref`, a string `ref.field` and a boolean (or absent) `ref.length`.
- *
- * @example
- * ```ts
- * problem({ guard: 'cmp', field: 'n', cmp: 'lt', ref: { field: 7 } } as never); // 'ref.field must be a string'
- * ```
- */
-export function problem(g: Guard): string | undefined {
-  if (typeof g !== 'object' || g === null || g.guard !== 'cmp' || g.ref === undefined) {
-    return guardProblem(g);
-  }
-  if (g.value !== undefined) return 'a cmp guard takes value or ref, not both';
-  const ref: unknown = g.ref;
-  if (typeof ref !== 'object' || ref === null) return 'ref must be { field, length? }';
-  const { field, length } = ref as { field?: unknown; length?: unknown };
-  if (typeof field !== 'string') return 'ref.field must be a string';
-  if (length !== undefined && typeof length !== 'boolean') return 'ref.length must be a boolean';
-  // The rest (field name, comparison) as for a literal guard.
-  return guardProblem({ guard: 'cmp', field: g.field, cmp: g.cmp, value: 0 });
 }
 
 /**

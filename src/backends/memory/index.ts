@@ -6,8 +6,12 @@
  * One concept per file: `documents.ts` (storage and copies), `batch.ts` (the batch evaluator and
  * installer, with refusals), `writer.ts` (the write engine: async post-checks and reservations),
  * `leases.ts` (leases on the lock table, fences, expiry), `gate.ts` (plain writes waiting for
- * exclusive leases), `guards.ts` (guards, field references included), `validate.ts` (input
- * checks), `stats.ts` (leak-check counts).
+ * exclusive leases), `guards.ts` (guards, field references included), `closed.ts` (the error
+ * of a closed backend), `stats.ts` (leak-check counts).
+ *
+ * Input is checked by the boundary `createStore` puts in front of every backend
+ * (`src/store/boundary.ts`): this backend assumes well-formed refs, batches and lease requests,
+ * and commits that touch only the lease's own documents.
  *
  * @example
  * ```ts
@@ -15,7 +19,6 @@
  * const store = createStore(memory());
  * ```
  */
-import { ValidationError } from '../../errors.js';
 import type {
   Backend,
   DocRef,
@@ -26,10 +29,10 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
+import { closedError } from './closed.js';
 import { Documents, snapshot } from './documents.js';
 import { Leases } from './leases.js';
 import type { MemoryStats } from './stats.js';
-import { checkRef, checkWrites, closedError } from './validate.js';
 import { Writer } from './writer.js';
 
 export type { MemoryStats } from './stats.js';
@@ -98,10 +101,6 @@ export class MemoryBackend implements Backend {
    */
   async read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>> {
     if (this.#closed) throw closedError();
-    if (!Array.isArray(refs)) {
-      throw new ValidationError('read', [{ message: 'refs must be an array of { model, key }' }]);
-    }
-    for (const r of refs) checkRef(r, 'read');
     return refs.map((r) => {
       const e = this.#docs.get(r.model, r.key);
       return e ? snapshot(r.key, e.version, e.data, e.incarnation) : undefined;
@@ -126,7 +125,6 @@ export class MemoryBackend implements Backend {
    */
   write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
     try {
-      checkWrites(writes, 'write');
       const gate = this.#leases.gate;
       if (gate.mustWait(writes))
         return gate.pass(writes, options, () => this.#writer.write(writes));

@@ -9,14 +9,14 @@
  * const lease = await leases.acquire(request); // undefined when skipLocked found it busy
  * ```
  */
-import { LeaseLostError, LockBusyError, ValidationError } from '../../errors.js';
+import { LeaseLostError, LockBusyError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
 import { LockTable } from '../../sync/lock-table.js';
 import type { Permit } from '../../sync/permit.js';
-import { type CommitContext, type Refusal, refuse, what } from './batch.js';
+import { type CommitContext, type Refusal, refuse } from './batch.js';
+import { closedError } from './closed.js';
 import { type Documents, snapshot } from './documents.js';
 import { lockId, WriteGate } from './gate.js';
-import { checkRequest, checkWrites, closedError } from './validate.js';
 import type { Writer } from './writer.js';
 
 /** setTimeout's largest delay; longer leases are capped to it (about 24.8 days). */
@@ -85,7 +85,7 @@ export class Leases {
   /** Takes a lease on `request.keys` (FIFO, no polling), then reads them. */
   async acquire(request: LeaseRequest): Promise<Lease | undefined> {
     if (this.#closed()) throw closedError();
-    const req = checkRequest(request);
+    const req = request;
     const { model, keys, action } = req;
     // Lock identity (model, key, action): the action is the LockTable's own dimension, and
     // `model:key` is unambiguous because model names hold no ':'.
@@ -291,18 +291,6 @@ class MemoryLease implements Lease, CommitContext {
         return Promise.resolve(early);
       }
       if (this.#backend.closed()) throw closedError();
-      checkWrites(writes, 'lease commit');
-      const keys = this.#req.keys;
-      for (let i = 0; i < writes.length; i++) {
-        const w = writes[i] as DocWrite;
-        if (w.model !== this.#req.model || !keys.includes(w.key)) {
-          throw new ValidationError(`lease commit write #${i}`, [
-            {
-              message: `${what(w.model, w.key)} is not held by this lease (${lockName(this.#req.model, this.#req.keys, this.#req.action)})`,
-            },
-          ]);
-        }
-      }
       // Common case: fence check, apply and release in one synchronous step.
       const writer = this.#backend.writer;
       const now = writer.commitNow(writes, this);

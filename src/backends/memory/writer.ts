@@ -20,8 +20,8 @@ import {
   unchanged,
   what,
 } from './batch.js';
+import { closedError } from './closed.js';
 import type { Documents } from './documents.js';
-import { closedError } from './validate.js';
 
 /**
  * Applies batches to {@link Documents}, synchronously when it can, and holds the reservations of

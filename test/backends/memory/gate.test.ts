@@ -5,15 +5,15 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type MemoryBackend, memory } from '../../../src/backends/memory/index.js';
-import { BackendError, LockTimeoutError } from '../../../src/errors.js';
+import { BackendError, LockTimeoutError, ValidationError } from '../../../src/errors.js';
 import type {
   CheckIssue,
   DocWrite,
   Guard,
   Lease,
   LeaseRequest,
-  WriteResult,
 } from '../../../src/store/backend.js';
+import { bounded } from '../../../src/store/boundary.js';
 
 const M = 'gate';
 
@@ -183,7 +183,7 @@ describe('memory write gate', () => {
   });
 });
 
-describe('memory guards: malformed field refs are refused (invalid), nothing written', () => {
+describe('behind the boundary, malformed field refs are a ValidationError, nothing written', () => {
   const cases: Array<[string, unknown]> = [
     ['value and ref', { guard: 'cmp', field: 'n', cmp: 'eq', value: 1, ref: { field: 'm' } }],
     ['ref not an object', { guard: 'cmp', field: 'n', cmp: 'eq', ref: 'm' }],
@@ -197,10 +197,9 @@ describe('memory guards: malformed field refs are refused (invalid), nothing wri
   for (const [name, guard] of cases) {
     it(name, async () => {
       const b = await fresh('k');
-      const r: WriteResult = await b.write([
-        { ...append('k', 'x'), guards: [guard as Guard] } as DocWrite,
-      ]);
-      expect(r).toMatchObject({ applied: false, reason: 'invalid', index: 0 });
+      await expect(
+        bounded(b).write([{ ...append('k', 'x'), guards: [guard as Guard] } as DocWrite]),
+      ).rejects.toBeInstanceOf(ValidationError);
       expect(await list(b, 'k')).toStrictEqual([]);
     });
   }

@@ -109,12 +109,13 @@ describe('memory leases: basics', () => {
     expect(b.stats()).toMatchObject({ leases: 0, locks: 0 });
   });
 
-  it('commit refuses writes outside the lease (ValidationError) and still releases', async () => {
+  it('behind the boundary, a commit outside the lease is a ValidationError and still releases', async () => {
     const b = fresh();
+    const checked = bounded(b); // the boundary refuses it; memory itself assumes it never comes
     await seed(b, { a: { n: 1 }, b: { n: 1 } });
-    const lease = await must(b.acquire(req(['a'])));
+    const lease = await must(checked.acquire(req(['a'])));
     await expect(lease.commit([patch('b', [set('n', 9)])])).rejects.toBeInstanceOf(ValidationError);
-    const l2 = await must(b.acquire(req(['a'])));
+    const l2 = await must(checked.acquire(req(['a'])));
     await expect(
       l2.commit([{ kind: 'patch', model: 'other', key: 'a', ops: [set('n', 9)] }]),
     ).rejects.toBeInstanceOf(ValidationError);
@@ -125,8 +126,8 @@ describe('memory leases: basics', () => {
     expect(docs.map((d) => d?.data.n)).toEqual([1, 1]);
   });
 
-  it('validates the request', async () => {
-    const b = fresh();
+  it('behind the boundary, a malformed request is a ValidationError', async () => {
+    const b = bounded(fresh());
     const bad: Array<Partial<LeaseRequest>> = [
       { keys: [] },
       { keys: ['a', 'a'] },

@@ -14,6 +14,7 @@ import type {
   StoredDoc,
   WriteResult,
 } from '../../../src/store/backend.js';
+import { bounded } from '../../../src/store/boundary.js';
 
 const M = 'thing';
 
@@ -124,17 +125,19 @@ describe('memory backend: basics', () => {
         ],
       }),
     ]);
-    expect(g).toMatchObject({ applied: false, reason: 'guard', index: 0 });
+    expect(g).toMatchObject({ applied: false, reason: 'guard', index: 0, guard: 1 });
     expect(!g.applied && g.detail).toMatch(/guard #1 \("n" lt 2\) is false/);
     const inv = await b.write([patch('k', [incr('n'), incr('s')])]);
     expect(inv).toMatchObject({ applied: false, reason: 'invalid', index: 0 });
     expect(!inv.applied && inv.detail).toMatch(/op #1 \(incr\) on field "s"/);
-    const badGuard = await b.write([
-      patch('k', [incr('n')], {
-        guards: [{ guard: 'cmp', field: 'n', cmp: 'like', value: 1 } as never],
-      }),
-    ]);
-    expect(badGuard).toMatchObject({ applied: false, reason: 'invalid' });
+    // A malformed guard never reaches the backend: the boundary refuses it.
+    await expect(
+      bounded(b).write([
+        patch('k', [incr('n')], {
+          guards: [{ guard: 'cmp', field: 'n', cmp: 'like', value: 1 } as never],
+        }),
+      ]),
+    ).rejects.toBeInstanceOf(ValidationError);
     expect(await get(b, 'k')).toEqual({
       key: 'k',
       version: 2,
@@ -187,12 +190,15 @@ describe('memory backend: basics', () => {
     expect(b.stats().documents).toBe(0);
   });
 
-  it('throws ValidationError for malformed refs and kinds, BackendError after close', async () => {
+  it('behind the boundary: ValidationError for malformed refs and kinds; BackendError after close', async () => {
     const b = memory();
-    await expect(b.read([{ model: 'bad name', key: 'k' }])).rejects.toBeInstanceOf(ValidationError);
-    await expect(b.read([{ model: M, key: '' }])).rejects.toBeInstanceOf(ValidationError);
+    const checked = bounded(b);
+    await expect(checked.read([{ model: 'bad name', key: 'k' }])).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    await expect(checked.read([{ model: M, key: '' }])).rejects.toBeInstanceOf(ValidationError);
     await expect(
-      b.write([{ kind: 'upsert', model: M, key: 'k', data: {} } as unknown as DocWrite]),
+      checked.write([{ kind: 'upsert', model: M, key: 'k', data: {} } as unknown as DocWrite]),
     ).rejects.toBeInstanceOf(ValidationError);
     await b.close();
     await expect(b.read([{ model: M, key: 'k' }])).rejects.toBeInstanceOf(BackendError);

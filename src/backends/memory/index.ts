@@ -125,13 +125,19 @@ export class MemoryBackend implements Backend {
    */
   write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
     try {
-      const gate = this.#leases.gate;
-      if (gate.mustWait(writes))
-        return gate.pass(writes, options, () => this.#writer.write(writes));
+      if (this.#leases.gate.mustWait(writes)) return this.#afterLeases(writes, options);
       return this.#writer.write(writes);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The slow path of {@link write}, in its own method: the fast one allocates no closure. */
+  #afterLeases(
+    writes: readonly DocWrite[],
+    options: WriteOptions | undefined,
+  ): Promise<WriteResult> {
+    return this.#leases.gate.pass(writes, options, () => this.#writer.write(writes));
   }
 
   /**

@@ -4,6 +4,7 @@ import { type MemoryBackend, memory } from '../../../src/backends/memory/index.j
 import {
   BackendError,
   DeadlockError,
+  LeaseLostError,
   LockBusyError,
   LockTimeoutError,
   ValidationError,
@@ -262,6 +263,22 @@ describe('memory leases: waiting', () => {
 });
 
 describe('memory leases: expiry and fencing', () => {
+  it('lease.signal read for the first time after the expiry is already aborted (LeaseLostError); release() resolves false', async () => {
+    const b = fresh();
+    await seed(b, { k: { n: 0 } });
+    const l = await must(b.acquire(req(['k'], { renew: false, leaseMs: 20 })));
+    while (!l.lost) await new Promise((r) => setTimeout(r, 5));
+    // Nobody looked at the signal while the lease held: it is made now, and must say so.
+    expect(l.signal.aborted).toBe(true);
+    expect(l.signal.reason).toBeInstanceOf(LeaseLostError);
+    expect(await l.release()).toBe(false);
+    expect(await l.release()).toBe(false);
+    const held = await must(b.acquire(req(['k'])));
+    expect(held.signal.aborted).toBe(false);
+    expect(await held.release()).toBe(true);
+    expect(held.signal.aborted).toBe(false); // release never aborts it
+  });
+
   it('renew:false expires after leaseMs; the expired holder is fenced and the later write stays', async () => {
     const b = fresh();
     await seed(b, { k: { owner: 'nobody', n: 0 } });

@@ -50,8 +50,6 @@ export type { MemoryStats } from './stats.js';
  */
 export class MemoryBackend implements Backend {
   readonly name = 'memory';
-  /** Leases live in a deadlock-detecting `LockTable`: the store runs each lock() as one task. */
-  readonly tracksTasks = true;
   /** Unique per instance: two memory backends never share documents. */
   readonly namespace = `memory:${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
   readonly supports = {

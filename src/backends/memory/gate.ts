@@ -97,7 +97,7 @@ export class WriteGate {
       } catch (err) {
         if (err instanceof LockTimeoutError) {
           throw new LockTimeoutError(
-            `a plain write to ${describe(writes)} (an exclusive lease holds it)`,
+            `the exclusive lease on ${describe(writes)} (a plain write waits for it)`,
             err.waitedMs,
           );
         }

@@ -145,7 +145,7 @@ describe('memory write gate', () => {
     const lease = await must(b.acquire(req(['k'])));
     const err = await b.write([append('k', 'x')], { timeoutMs: 5 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LockTimeoutError);
-    expect((err as Error).message).toContain('gate "k"');
+    expect((err as Error).message).toContain('waiting for the exclusive lease on gate "k"');
     const ac = new AbortController();
     const aborted = b.write([append('k', 'y')], { signal: ac.signal });
     await tick();

@@ -106,6 +106,20 @@ export function droppedField(
   output: unknown,
   path: PropertyKey[],
 ): CheckIssue | undefined {
+  const at = droppedAt(input, output);
+  if (at === undefined) return undefined;
+  const full = [...path, ...at.reverse()];
+  return {
+    message: `unknown field ${JSON.stringify(String(full[full.length - 1]))}: it is not in the model's schema, so it would be dropped; nothing was written`,
+    path: full,
+  };
+}
+
+/**
+ * The path (innermost first) of the first dropped field, or undefined. Allocates nothing on the
+ * way down: it runs on every post-image check, and a path is only built for a refusal.
+ */
+function droppedAt(input: unknown, output: unknown): PropertyKey[] | undefined {
   if (
     typeof input !== 'object' ||
     input === null ||
@@ -117,24 +131,30 @@ export function droppedField(
   if (Array.isArray(input)) {
     if (!Array.isArray(output) || output.length !== input.length) return undefined;
     for (let i = 0; i < input.length; i++) {
-      const found = droppedField(input[i], output[i], [...path, i]);
-      if (found) return found;
+      const v: unknown = input[i];
+      if (typeof v !== 'object' || v === null) continue;
+      const at = droppedAt(v, output[i]);
+      if (at !== undefined) {
+        at.push(i);
+        return at;
+      }
     }
     return undefined;
   }
   if (Array.isArray(output)) return undefined;
+  const inp = input as Record<string, unknown>;
   const out = output as Record<string, unknown>;
-  for (const k of Object.keys(input)) {
-    const v = (input as Record<string, unknown>)[k];
+  for (const k in inp) {
+    if (!Object.hasOwn(inp, k)) continue;
+    const v = inp[k];
     if (v === undefined) continue;
-    if (!Object.hasOwn(out, k)) {
-      return {
-        message: `unknown field ${JSON.stringify(k)}: it is not in the model's schema, so it would be dropped; nothing was written`,
-        path: [...path, k],
-      };
+    if (!Object.hasOwn(out, k)) return [k];
+    if (typeof v !== 'object' || v === null) continue;
+    const at = droppedAt(v, out[k]);
+    if (at !== undefined) {
+      at.push(k);
+      return at;
     }
-    const found = droppedField(v, out[k], [...path, k]);
-    if (found) return found;
   }
   return undefined;
 }

@@ -25,26 +25,6 @@ import { checkKey, checkModelName, MAX_KEY_BYTES } from './keys.js';
 /** Keys this short always fit MAX_KEY_BYTES (a UTF-16 unit is at most 3 UTF-8 bytes). */
 const SHORT_KEY = Math.floor(MAX_KEY_BYTES / 3);
 
-/**
- * The brand of op lists recorded by the store's ops builder (`recordOps`), which checked every op
- * and value as it recorded them: the boundary does not walk them again. A module-private symbol
- * (a WeakSet of every list measured 30% slower per apply: ephemerons cost the GC).
- */
-const CHECKED: unique symbol = Symbol('lockstep.checkedOps');
-
-/**
- * Marks `ops` as checked at recording time (only `recordOps` calls this).
- *
- * @example
- * ```ts
- * const out: Op[] = []; // filled by the recording builder, each op checked as it is added
- * markCheckedOps(out);
- * ```
- */
-export function markCheckedOps(ops: Op[]): void {
-  (ops as Op[] & { [CHECKED]?: true })[CHECKED] = true;
-}
-
 /** Model names already validated (bounded: names are few in practice). */
 const goodModels = new Set<string>();
 
@@ -144,9 +124,13 @@ export function nonJson(
   }
 }
 
-function checkJson(where: string, v: unknown): void {
+/** Throws unless `v` is JSON; `field` (an op's field), when given, starts the issue's path. */
+function checkJson(where: string, v: unknown, field?: string): void {
   const found = nonJson(v);
-  if (found) throw new ValidationError(where, [{ message: found.message, path: found.path }]);
+  if (found) {
+    const path = field === undefined ? found.path : [field, ...found.path];
+    throw new ValidationError(where, [{ message: found.message, path }]);
+  }
 }
 
 /** Throws unless `ref` is a valid `{ model, key }`. */
@@ -183,7 +167,7 @@ function checkOp(where: string, o: Op): void {
     case 'set':
     case 'append':
     case 'remove':
-      checkJson(`${where} (${o.op} ${JSON.stringify(o.field)})`, o.value);
+      checkJson(where, o.value, o.field);
       return;
     case 'unset':
       return;
@@ -194,18 +178,18 @@ function checkOp(where: string, o: Op): void {
       return;
     case 'extend':
       if (!Array.isArray(o.values)) throw bad(where, 'extend needs an array of values');
-      checkJson(`${where} (extend ${JSON.stringify(o.field)})`, o.values);
+      checkJson(where, o.values, o.field);
       return;
     case 'insert':
       safeInt(where, 'insert index', o.index);
-      checkJson(`${where} (insert ${JSON.stringify(o.field)})`, o.value);
+      checkJson(where, o.value, o.field);
       return;
     case 'pop':
       safeInt(where, 'pop index', o.index);
       return;
     case 'setItem':
       if (typeof o.item !== 'string') throw bad(where, 'setItem needs a string item');
-      checkJson(`${where} (setItem ${JSON.stringify(o.field)})`, o.value);
+      checkJson(where, o.value, o.field);
       return;
     case 'deleteItem':
       if (typeof o.item !== 'string') throw bad(where, 'deleteItem needs a string item');
@@ -214,7 +198,7 @@ function checkOp(where: string, o: Op): void {
       if (typeof o.value !== 'object' || o.value === null || Array.isArray(o.value)) {
         throw bad(where, 'merge needs an object of entries');
       }
-      checkJson(`${where} (merge ${JSON.stringify(o.field)})`, o.value);
+      checkJson(where, o.value, o.field);
       return;
     default:
       throw bad(where, `unknown op ${JSON.stringify((o as { op?: unknown }).op) ?? 'undefined'}`);
@@ -283,47 +267,53 @@ function checkData(where: string, data: unknown): void {
 export function checkWrites(writes: readonly DocWrite[], what = 'write'): void {
   if (!Array.isArray(writes)) throw bad(what, 'writes must be an array of DocWrite');
   for (let i = 0; i < writes.length; i++) {
-    const w = writes[i] as DocWrite;
-    const where = `${what} #${i}`;
-    if (typeof w !== 'object' || w === null) throw bad(where, 'expected a DocWrite object');
-    checkName(w.model, w.key);
-    switch (w.kind) {
-      case 'patch': {
-        if ((w.ops as { [CHECKED]?: true })[CHECKED] !== true) {
-          if (!Array.isArray(w.ops)) throw bad(where, 'ops must be an array');
-          for (const o of w.ops) checkOp(where, o);
-        }
-        if (w.guards !== undefined) {
-          if (!Array.isArray(w.guards)) throw bad(where, 'guards must be an array');
-          for (const g of w.guards) checkGuard(where, g);
-        }
-        if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
-        if (w.expectIncarnation !== undefined && typeof w.expectIncarnation !== 'string') {
-          throw bad(where, 'expectIncarnation must be a string');
-        }
-        if (w.fieldsUnchangedSince !== undefined) {
-          safeInt(where, 'fieldsUnchangedSince', w.fieldsUnchangedSince);
-        }
-        if (w.check !== undefined && typeof w.check !== 'function') {
-          throw bad(where, 'check must be a function');
-        }
-        break;
-      }
-      case 'create':
-      case 'put':
-        checkData(where, w.data);
-        break;
-      case 'delete':
-        if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
-        break;
-      default:
-        throw bad(
-          where,
-          `unknown kind ${JSON.stringify((w as { kind?: unknown }).kind) ?? 'undefined'} (patch, create, put or delete)`,
-        );
+    try {
+      checkWrite(writes[i] as DocWrite, what);
+    } catch (err) {
+      // The write's index goes into the message only when there is one to show: no string is
+      // built per write on the way through.
+      throw err instanceof ValidationError ? new ValidationError(`${what} #${i}`, err.issues) : err;
     }
   }
   checkDistinct(writes, what);
+}
+
+function checkWrite(w: DocWrite, where: string): void {
+  if (typeof w !== 'object' || w === null) throw bad(where, 'expected a DocWrite object');
+  checkName(w.model, w.key);
+  switch (w.kind) {
+    case 'patch': {
+      if (!Array.isArray(w.ops)) throw bad(where, 'ops must be an array');
+      for (const o of w.ops) checkOp(where, o);
+      if (w.guards !== undefined) {
+        if (!Array.isArray(w.guards)) throw bad(where, 'guards must be an array');
+        for (const g of w.guards) checkGuard(where, g);
+      }
+      if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
+      if (w.expectIncarnation !== undefined && typeof w.expectIncarnation !== 'string') {
+        throw bad(where, 'expectIncarnation must be a string');
+      }
+      if (w.fieldsUnchangedSince !== undefined) {
+        safeInt(where, 'fieldsUnchangedSince', w.fieldsUnchangedSince);
+      }
+      if (w.check !== undefined && typeof w.check !== 'function') {
+        throw bad(where, 'check must be a function');
+      }
+      break;
+    }
+    case 'create':
+    case 'put':
+      checkData(where, w.data);
+      break;
+    case 'delete':
+      if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
+      break;
+    default:
+      throw bad(
+        where,
+        `unknown kind ${JSON.stringify((w as { kind?: unknown }).kind) ?? 'undefined'} (patch, create, put or delete)`,
+      );
+  }
 }
 
 /** Refuses a batch that names one document twice (its ops belong in one write). */

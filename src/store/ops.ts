@@ -13,7 +13,7 @@
  */
 import { ValidationError } from '../errors.js';
 import type { CmpOp, FieldRef, Guard, Json, Op } from './backend.js';
-import { markCheckedOps, nonJson } from './checks.js';
+import { nonJson } from './checks.js';
 
 type NN<V> = NonNullable<V>;
 
@@ -278,9 +278,6 @@ export function recordOps<T>(build: (ops: OpsBuilder<T>) => unknown): Op[] {
   } finally {
     sink = outer;
   }
-  // Every op was checked as it was recorded (names, operands, JSON values): the boundary need not
-  // walk them again.
-  markCheckedOps(out);
   return out;
 }
 

@@ -1,0 +1,540 @@
+/**
+ * Throwaway Redis and PostgreSQL servers for the tests: each one listens on a free loopback port,
+ * keeps everything in its own temporary directory, and is gone (process and directory) after
+ * `stop()`. Nothing here touches a server somebody else runs.
+ *
+ * Leaving nothing behind: `stop()` shuts the server down cleanly; a process `exit` hook kills any
+ * server still running; and each server has a small watchdog (`sh`) holding a pipe from this
+ * process, which kills the server and removes its directory when that pipe closes, i.e. when
+ * this process dies in any way, SIGKILL included.
+ *
+ * PostgreSQL refuses to run as root: as root, initdb and postgres run as the `postgres` user
+ * (which must exist) and the directory is handed to it. Binaries are found on
+ * `LOCKSTEP_PG_BIN`, `pg_config --bindir`, `/usr/lib/postgresql/<newest>/bin`, then PATH.
+ */
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+/** A running throwaway `redis-server`. */
+export interface RedisServer {
+  /** `redis://127.0.0.1:<port>`. */
+  readonly url: string;
+  readonly port: number;
+  /** The redis-server process id (for SIGSTOP/SIGCONT in fault tests). */
+  readonly pid: number;
+  /** Its own directory (working dir and log). */
+  readonly dir: string;
+  /** Shuts it down and removes its directory; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/** Options for {@link startRedis}. */
+export interface RedisOptions {
+  /** Extra `redis-server` arguments, e.g. `['--enable-debug-command', 'yes']`. */
+  args?: string[];
+  /** How long to wait for it to accept connections (default 20 s). */
+  timeoutMs?: number;
+}
+
+/** A running throwaway PostgreSQL cluster. */
+export interface PostgresServer {
+  /** `postgres://postgres@127.0.0.1:<port>/test` (trust auth; the `test` database exists). */
+  readonly url: string;
+  readonly port: number;
+  /** The postmaster's process id. */
+  readonly pid: number;
+  /** Its own directory (data directory, unix socket, log). */
+  readonly dir: string;
+  /** Shuts it down (fast shutdown) and removes its directory; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/** Options for {@link startPostgres}. */
+export interface PostgresOptions {
+  /** Extra server settings (`-c name=value`), e.g. `{ max_connections: 50 }`. */
+  settings?: Record<string, string | number>;
+  /** How long to wait for it to accept connections (default 30 s). */
+  timeoutMs?: number;
+}
+
+/** Thrown when a binary the servers need is not installed. */
+export class MissingServerBinaryError extends Error {
+  override name = 'MissingServerBinaryError';
+}
+
+const PG_USER = 'postgres';
+/** Servers started by this process and not stopped yet: pid -> the signal that shuts it down. */
+const live = new Map<number, NodeJS.Signals>();
+let exitHookInstalled = false;
+
+/**
+ * On exit, asks every server still running to shut down (an exit hook cannot wait); its
+ * watchdog, armed still, sees this process gone, escalates to SIGKILL if needed and removes
+ * the directory.
+ */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const [pid, signal] of live) {
+      try {
+        process.kill(pid, 'SIGCONT');
+        process.kill(pid, signal);
+      } catch {}
+    }
+  });
+}
+
+function executable(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Finds `name` on PATH; undefined when absent. */
+function which(name: string): string | undefined {
+  for (const d of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (d !== '' && executable(path.join(d, name))) return path.join(d, name);
+  }
+  return undefined;
+}
+
+let pgBinDir: string | undefined;
+
+/** The directory holding initdb and postgres; throws MissingServerBinaryError when none does. */
+export function postgresBinDir(): string {
+  if (pgBinDir !== undefined) return pgBinDir;
+  const candidates: string[] = [];
+  if (process.env.LOCKSTEP_PG_BIN) candidates.push(process.env.LOCKSTEP_PG_BIN);
+  const pgConfig = which('pg_config');
+  if (pgConfig) {
+    const r = spawnSync(pgConfig, ['--bindir'], { encoding: 'utf8' });
+    if (r.status === 0) candidates.push(r.stdout.trim());
+  }
+  try {
+    const versions = fs
+      .readdirSync('/usr/lib/postgresql')
+      .filter((v) => /^\d+(\.\d+)?$/.test(v))
+      .sort((a, b) => Number(b) - Number(a));
+    for (const v of versions) candidates.push(`/usr/lib/postgresql/${v}/bin`);
+  } catch {}
+  // Last, wherever initdb on PATH really lives (Debian puts symlinks in /usr/local/bin or none).
+  const initdb = which('initdb');
+  if (initdb) candidates.push(path.dirname(fs.realpathSync(initdb)));
+  for (const d of candidates) {
+    if (executable(path.join(d, 'initdb')) && executable(path.join(d, 'postgres'))) {
+      pgBinDir = d;
+      return d;
+    }
+  }
+  throw new MissingServerBinaryError(
+    "the tests start their own PostgreSQL and need its server binaries (initdb, postgres): install them (Debian/Ubuntu: 'apt-get install postgresql'; macOS: 'brew install postgresql'), or set LOCKSTEP_PG_BIN to the directory holding them",
+  );
+}
+
+/** The redis-server binary; throws MissingServerBinaryError when absent. */
+export function redisServerBinary(): string {
+  const p = process.env.LOCKSTEP_REDIS_SERVER ?? which('redis-server');
+  if (p === undefined)
+    throw new MissingServerBinaryError(
+      "the tests start their own Redis and need the 'redis-server' binary: install it (Debian/Ubuntu: 'apt-get install redis-server'; macOS: 'brew install redis'), or set LOCKSTEP_REDIS_SERVER to its path",
+    );
+  return p;
+}
+
+/** A loopback port nobody listened on a moment ago (the caller retries if it is taken since). */
+async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function readLog(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Starts a watchdog that, when this process dies (its stdin pipe closes), stops `pid` with
+ * `signal`, then SIGKILL after 5 s, and removes `dir`. Returns a function that disarms it.
+ */
+function watchdog(pid: number, dir: string, signal: 'TERM' | 'INT'): () => void {
+  const script = [
+    'trap "" INT TERM HUP',
+    'read _ignored',
+    `kill -CONT "$1" 2>/dev/null; kill -${signal} "$1" 2>/dev/null`,
+    'i=0; while kill -0 "$1" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
+    'kill -KILL "$1" 2>/dev/null',
+    'rm -rf "$2"',
+  ].join('\n');
+  const w = spawn('sh', ['-c', script, 'watchdog', String(pid), dir], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  });
+  w.unref();
+  (w.stdin as unknown as net.Socket).unref?.();
+  w.stdin?.on('error', () => {});
+  return () => {
+    try {
+      w.kill('SIGKILL');
+    } catch {}
+  };
+}
+
+interface Launched {
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+function launch(
+  cmd: string,
+  args: string[],
+  log: string,
+  extra: { uid?: number; gid?: number; cwd?: string },
+): Launched {
+  const fd = fs.openSync(log, 'a');
+  try {
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', fd, fd],
+      cwd: extra.cwd,
+      ...(extra.uid !== undefined ? { uid: extra.uid, gid: extra.gid } : {}),
+    });
+    child.unref();
+    const exited = new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve();
+      child.once('exit', () => resolve());
+      child.once('error', () => resolve());
+    });
+    return { child, exited };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Waits for `ready` in the log; rejects with the log if the process exits or time runs out. */
+async function waitReady(
+  l: Launched,
+  log: string,
+  ready: RegExp,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  let gone = false;
+  void l.exited.then(() => (gone = true));
+  const deadline = Date.now() + timeoutMs;
+  for (let wait = 5; ; wait = Math.min(wait * 2, 50)) {
+    if (ready.test(readLog(log))) return;
+    if (gone) throw new StartError(`${what} exited before it was ready`, readLog(log));
+    if (Date.now() > deadline)
+      throw new StartError(`${what} not ready in ${timeoutMs} ms`, readLog(log));
+    await sleep(wait);
+  }
+}
+
+class StartError extends Error {
+  constructor(
+    message: string,
+    readonly log: string,
+  ) {
+    super(`${message}; its log:\n${log.slice(-3000)}`);
+  }
+  get portTaken(): boolean {
+    return /address already in use/i.test(this.log);
+  }
+}
+
+async function stopProcess(l: Launched, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  const c = l.child;
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  try {
+    c.kill('SIGCONT');
+    c.kill(signal);
+  } catch {}
+  const done = await Promise.race([l.exited.then(() => true), sleep(graceMs).then(() => false)]);
+  if (!done) {
+    try {
+      c.kill('SIGKILL');
+    } catch {}
+    await l.exited;
+  }
+}
+
+function makeTempDir(tag: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `lockstep-${tag}-`));
+}
+
+/**
+ * Starts a throwaway `redis-server` on a free loopback port (`--save '' --appendonly no`, its own
+ * temp directory). Stop it with `stop()`.
+ *
+ * @example
+ * const server = await startRedis();
+ * const store = createStore(redis({ url: server.url, prefix: 'x' }));
+ * // ... CLIENT PAUSE, SIGSTOP server.pid, anything: nobody else uses it
+ * await store.close();
+ * await server.stop();
+ */
+export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> {
+  const bin = redisServerBinary();
+  installExitHook();
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  for (let attempt = 1; ; attempt++) {
+    const dir = makeTempDir('redis');
+    const log = path.join(dir, 'redis.log');
+    const port = await freePort();
+    const args = [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--protected-mode',
+      'yes',
+      ...(opts.args ?? []),
+    ];
+    const l = launch(bin, args, log, { cwd: dir });
+    const pid = l.child.pid;
+    if (pid === undefined) {
+      await l.exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new Error(`could not run ${bin}`);
+    }
+    const disarm = watchdog(pid, dir, 'TERM');
+    live.set(pid, 'SIGTERM');
+    void l.exited.then(() => {
+      disarm();
+      live.delete(pid);
+    });
+    try {
+      await waitReady(l, log, /Ready to accept connections/, timeoutMs, 'redis-server');
+    } catch (e) {
+      await stopProcess(l, 'SIGKILL', 1_000);
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (e instanceof StartError && e.portTaken && attempt < 5) continue;
+      throw e;
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      url: `redis://127.0.0.1:${port}`,
+      port,
+      pid,
+      dir,
+      stop: () =>
+        (stopping ??= (async () => {
+          disarm();
+          await stopProcess(l, 'SIGTERM', 5_000);
+          live.delete(pid);
+          fs.rmSync(dir, { recursive: true, force: true });
+        })()),
+    };
+  }
+}
+
+/** uid/gid to run PostgreSQL as: ourselves, or the `postgres` user when we are root. */
+function pgIdentity(): { uid?: number; gid?: number } {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return {};
+  let out: string;
+  try {
+    out = execFileSync('id', [PG_USER], { encoding: 'utf8' });
+  } catch {
+    throw new MissingServerBinaryError(
+      `PostgreSQL refuses to run as root and there is no '${PG_USER}' user to run it as: create one ('useradd --system ${PG_USER}') or run the tests as another user`,
+    );
+  }
+  const uid = /uid=(\d+)/.exec(out)?.[1];
+  const gid = /gid=(\d+)/.exec(out)?.[1];
+  if (uid === undefined || gid === undefined)
+    throw new Error(`cannot parse 'id ${PG_USER}': ${out}`);
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+function run(cmd: string, args: string[], who: { uid?: number; gid?: number }): void {
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    ...(who.uid !== undefined ? { uid: who.uid, gid: who.gid } : {}),
+  });
+  if (r.status !== 0)
+    throw new Error(
+      `${path.basename(cmd)} failed (${r.status ?? r.signal ?? r.error?.message}): ${r.stderr || r.stdout}`,
+    );
+}
+
+function chownTree(p: string, who: { uid?: number; gid?: number }): void {
+  if (who.uid === undefined || who.gid === undefined) return;
+  fs.chownSync(p, who.uid, who.gid);
+  for (const e of fs.readdirSync(p, { withFileTypes: true, recursive: true })) {
+    fs.lchownSync(path.join(e.parentPath, e.name), who.uid, who.gid);
+  }
+}
+
+/**
+ * A pristine initdb'd data directory, made once per machine, PostgreSQL version and user and
+ * copied for each cluster (a copy takes a fraction of initdb's time). Built beside its final
+ * name and renamed into place, so a half-made template is never used.
+ */
+function template(bin: string, who: { uid?: number; gid?: number }): string {
+  const r = spawnSync(path.join(bin, 'postgres'), ['--version'], { encoding: 'utf8' });
+  const version = /(\d+(?:\.\d+)*)/.exec(r.stdout ?? '')?.[1];
+  if (version === undefined) throw new Error(`cannot read the PostgreSQL version: ${r.stderr}`);
+  const name = `lockstep-pg-template-v1-${version}-${who.uid ?? process.getuid?.() ?? 'u'}`;
+  const final = path.join(os.tmpdir(), name);
+  if (fs.existsSync(path.join(final, 'PG_VERSION'))) return final;
+  const building = makeTempDir('pg-template');
+  try {
+    chownTree(building, who);
+    const data = path.join(building, 'data');
+    run(
+      path.join(bin, 'initdb'),
+      [
+        '-D',
+        data,
+        '-U',
+        'postgres',
+        '-A',
+        'trust',
+        '-E',
+        'UTF8',
+        '--locale=C',
+        '--no-sync',
+        '--no-instructions',
+      ],
+      who,
+    );
+    try {
+      fs.renameSync(data, final);
+    } catch (e) {
+      // Another process won the race: use its template.
+      if (!fs.existsSync(path.join(final, 'PG_VERSION'))) throw e;
+    }
+  } finally {
+    fs.rmSync(building, { recursive: true, force: true });
+  }
+  return final;
+}
+
+/**
+ * Starts a throwaway PostgreSQL cluster: a copy of an initdb'd template in a temp directory,
+ * `postgres` on a free loopback port with its unix socket in that directory, `fsync=off`, trust
+ * auth, and a `test` database. As root it runs as the `postgres` user. Stop it with `stop()`.
+ *
+ * @example
+ * const server = await startPostgres();
+ * const store = createStore(postgres({ url: server.url, schema: 'x' }));
+ * // ... pg_terminate_backend anything: nobody else uses it
+ * await store.close();
+ * await server.stop();
+ */
+export async function startPostgres(opts: PostgresOptions = {}): Promise<PostgresServer> {
+  const bin = postgresBinDir();
+  const who = pgIdentity();
+  installExitHook();
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const tpl = template(bin, who);
+  for (let attempt = 1; ; attempt++) {
+    const dir = makeTempDir('pg');
+    const data = path.join(dir, 'data');
+    const log = path.join(dir, 'postgres.log');
+    fs.writeFileSync(log, '');
+    chownTree(dir, who);
+    run('cp', ['-R', '-p', tpl, data], who);
+    fs.chmodSync(data, 0o700);
+    const port = await freePort();
+    const settings: Record<string, string | number> = {
+      listen_addresses: '127.0.0.1',
+      unix_socket_directories: dir,
+      fsync: 'off',
+      synchronous_commit: 'off',
+      full_page_writes: 'off',
+      max_connections: 200,
+      shared_buffers: '32MB',
+      logging_collector: 'off',
+      ...opts.settings,
+    };
+    const args = ['-D', data, '-p', String(port)];
+    for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`);
+    const l = launch(path.join(bin, 'postgres'), args, log, { ...who, cwd: dir });
+    const pid = l.child.pid;
+    if (pid === undefined) {
+      await l.exited;
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new Error(`could not run ${path.join(bin, 'postgres')}`);
+    }
+    const disarm = watchdog(pid, dir, 'INT');
+    live.set(pid, 'SIGINT');
+    void l.exited.then(() => {
+      disarm();
+      live.delete(pid);
+    });
+    try {
+      await waitReady(l, log, /ready to accept connections/, timeoutMs, 'postgres');
+      await createTestDatabase(port, dir, timeoutMs);
+    } catch (e) {
+      await stopProcess(l, 'SIGKILL', 1_000);
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (e instanceof StartError && e.portTaken && attempt < 5) continue;
+      throw e;
+    }
+    let stopping: Promise<void> | undefined;
+    return {
+      url: `postgres://postgres@127.0.0.1:${port}/test`,
+      port,
+      pid,
+      dir,
+      stop: () =>
+        (stopping ??= (async () => {
+          disarm();
+          // SIGINT: fast shutdown (open sessions are ended, not waited for).
+          await stopProcess(l, 'SIGINT', 10_000);
+          live.delete(pid);
+          fs.rmSync(dir, { recursive: true, force: true });
+        })()),
+    };
+  }
+}
+
+async function createTestDatabase(port: number, dir: string, timeoutMs: number): Promise<void> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({
+    host: dir,
+    port,
+    user: 'postgres',
+    database: 'postgres',
+    connectionTimeoutMillis: timeoutMs,
+  });
+  await client.connect();
+  try {
+    // FILE_COPY: copying template1's few files is faster than WAL-logging them (PostgreSQL 15+).
+    const major = Number((await client.query<{ v: string }>('SHOW server_version_num')).rows[0]?.v);
+    await client.query(
+      major >= 150000 ? 'CREATE DATABASE test STRATEGY FILE_COPY' : 'CREATE DATABASE test',
+    );
+  } finally {
+    await client.end();
+  }
+}

@@ -267,7 +267,12 @@ async function stopProcess(l: Launched, signal: NodeJS.Signals, graceMs: number)
     c.kill('SIGCONT');
     c.kill(signal);
   } catch {}
-  const done = await Promise.race([l.exited.then(() => true), sleep(graceMs).then(() => false)]);
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([
+    l.exited.then(() => true),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs))),
+  ]);
+  clearTimeout(timer);
   if (!done) {
     try {
       c.kill('SIGKILL');

@@ -47,13 +47,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await Promise.all(started.map((s) => s.stop()));
     const missing = failed.filter((e) => e instanceof MissingServerBinaryError);
     if (missing.length > 0) {
-      throw new Error(
+      const e = new Error(
         `The tests start their own Redis and PostgreSQL servers (they never use a server on 6379/5432):\n${missing
           .map((e) => `  - ${(e as Error).message}`)
           .join(
             '\n',
           )}\nOr point the run at an existing server on purpose with LOCKSTEP_TEST_REDIS_URL / LOCKSTEP_TEST_DATABASE_URL (fault tests still start their own).`,
       );
+      // What to install is the whole message: no stack trace under it.
+      e.stack = `${e.name}: ${e.message}`;
+      throw e;
     }
     throw failed[0];
   }

@@ -110,8 +110,18 @@ let pgBinDir: string | undefined;
 /** The directory holding initdb and postgres; throws MissingServerBinaryError when none does. */
 export function postgresBinDir(): string {
   if (pgBinDir !== undefined) return pgBinDir;
+  const has = (d: string) =>
+    executable(path.join(d, 'initdb')) && executable(path.join(d, 'postgres'));
+  const chosen = process.env.LOCKSTEP_PG_BIN;
+  if (chosen) {
+    if (!has(chosen))
+      throw new MissingServerBinaryError(
+        `LOCKSTEP_PG_BIN=${chosen} holds no initdb and postgres: point it at PostgreSQL's bin directory`,
+      );
+    pgBinDir = chosen;
+    return chosen;
+  }
   const candidates: string[] = [];
-  if (process.env.LOCKSTEP_PG_BIN) candidates.push(process.env.LOCKSTEP_PG_BIN);
   const pgConfig = which('pg_config');
   if (pgConfig) {
     const r = spawnSync(pgConfig, ['--bindir'], { encoding: 'utf8' });
@@ -127,20 +137,26 @@ export function postgresBinDir(): string {
   // Last, wherever initdb on PATH really lives (Debian puts symlinks in /usr/local/bin or none).
   const initdb = which('initdb');
   if (initdb) candidates.push(path.dirname(fs.realpathSync(initdb)));
-  for (const d of candidates) {
-    if (executable(path.join(d, 'initdb')) && executable(path.join(d, 'postgres'))) {
-      pgBinDir = d;
-      return d;
-    }
-  }
-  throw new MissingServerBinaryError(
-    "the tests start their own PostgreSQL and need its server binaries (initdb, postgres): install them (Debian/Ubuntu: 'apt-get install postgresql'; macOS: 'brew install postgresql'), or set LOCKSTEP_PG_BIN to the directory holding them",
-  );
+  const found = candidates.find(has);
+  if (found === undefined)
+    throw new MissingServerBinaryError(
+      "the tests start their own PostgreSQL and need its server binaries (initdb, postgres): install them (Debian/Ubuntu: 'apt-get install postgresql'; macOS: 'brew install postgresql'), or set LOCKSTEP_PG_BIN to the directory holding them",
+    );
+  pgBinDir = found;
+  return found;
 }
 
 /** The redis-server binary; throws MissingServerBinaryError when absent. */
 export function redisServerBinary(): string {
-  const p = process.env.LOCKSTEP_REDIS_SERVER ?? which('redis-server');
+  const chosen = process.env.LOCKSTEP_REDIS_SERVER;
+  if (chosen) {
+    if (!executable(chosen))
+      throw new MissingServerBinaryError(
+        `LOCKSTEP_REDIS_SERVER=${chosen} is not an executable: point it at a redis-server binary`,
+      );
+    return chosen;
+  }
+  const p = which('redis-server');
   if (p === undefined)
     throw new MissingServerBinaryError(
       "the tests start their own Redis and need the 'redis-server' binary: install it (Debian/Ubuntu: 'apt-get install redis-server'; macOS: 'brew install redis'), or set LOCKSTEP_REDIS_SERVER to its path",

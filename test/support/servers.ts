@@ -297,8 +297,29 @@ async function stopProcess(l: Launched, signal: NodeJS.Signals, graceMs: number)
   }
 }
 
-function makeTempDir(tag: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `lockstep-${tag}-`));
+let scratch: string | undefined;
+
+/**
+ * Where servers keep their directories: LOCKSTEP_TEST_TMPDIR if set; else /dev/shm when it is a
+ * tmpfs with 1 GB free (copying the PostgreSQL template there took 0.08-0.2 s against 1.4-2.2 s
+ * on the ext4 /tmp of a busy machine); else the OS temp dir.
+ */
+function scratchBase(): string {
+  if (scratch !== undefined) return scratch;
+  scratch = process.env.LOCKSTEP_TEST_TMPDIR || os.tmpdir();
+  if (!process.env.LOCKSTEP_TEST_TMPDIR) {
+    try {
+      const st = fs.statfsSync('/dev/shm');
+      const TMPFS_MAGIC = 0x01021994;
+      fs.accessSync('/dev/shm', fs.constants.W_OK);
+      if (st.type === TMPFS_MAGIC && st.bavail * st.bsize >= 2 ** 30) scratch = '/dev/shm';
+    } catch {}
+  }
+  return scratch;
+}
+
+function makeTempDir(tag: string, base = scratchBase()): string {
+  return fs.mkdtempSync(path.join(base, `lockstep-${tag}-`));
 }
 
 /**
@@ -495,7 +516,8 @@ async function template(
   const name = `lockstep-pg-template-v2-${version}-${who.uid ?? process.getuid?.() ?? 'u'}`;
   const final = path.join(os.tmpdir(), name);
   if (fs.existsSync(path.join(final, 'PG_VERSION'))) return final;
-  const building = makeTempDir('pg-template');
+  // The template stays between runs: on disk (the OS temp dir), not in memory.
+  const building = makeTempDir('pg-template', os.tmpdir());
   try {
     chownTree(building, who);
     const data = path.join(building, 'data');

@@ -3,14 +3,19 @@
  * keeps everything in its own temporary directory, and is gone (process and directory) after
  * `stop()`. Nothing here touches a server somebody else runs.
  *
- * Leaving nothing behind: `stop()` shuts the server down cleanly; a process `exit` hook kills any
- * server still running; and each server has a small watchdog (`sh`) holding a pipe from this
- * process, which kills the server and removes its directory when that pipe closes, i.e. when
- * this process dies in any way, SIGKILL included.
+ * Leaving nothing behind: `stop()` shuts the server down cleanly; a process `exit` hook asks any
+ * server still running to shut down; and each server has a small watchdog (`sh`) holding a pipe
+ * from this process, which stops the server (SIGKILL after 5 s) and removes its directory when
+ * that pipe closes, i.e. when this process dies in any way, SIGKILL included.
+ *
+ * Fast: a PostgreSQL cluster is a copy of a template cluster (initdb'd once per machine, version
+ * and user, `test` database included, kept in the OS temp dir) booted with fsync off; server
+ * directories go to /dev/shm when it is a roomy tmpfs.
  *
  * PostgreSQL refuses to run as root: as root, initdb and postgres run as the `postgres` user
  * (which must exist) and the directory is handed to it. Binaries are found on
- * `LOCKSTEP_PG_BIN`, `pg_config --bindir`, `/usr/lib/postgresql/<newest>/bin`, then PATH.
+ * `LOCKSTEP_PG_BIN`, `pg_config --bindir`, `/usr/lib/postgresql/<newest>/bin`, then PATH;
+ * redis-server on `LOCKSTEP_REDIS_SERVER`, then PATH.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -389,9 +394,9 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
       dir,
       stop: () =>
         (stopping ??= (async () => {
-          disarm();
+          // The watchdog stays armed until the server has exited (then it is disarmed, so that
+          // it can never signal a reused pid).
           await stopProcess(l, 'SIGTERM', 5_000);
-          live.delete(pid);
           fs.rmSync(dir, { recursive: true, force: true });
         })()),
     };
@@ -453,7 +458,6 @@ const INITDB_ARGS = [
 interface Booted {
   l: Launched;
   pid: number;
-  disarm: () => void;
 }
 
 /** Runs `postgres` on `data` and waits until it accepts connections; the caller stops it. */
@@ -489,7 +493,7 @@ async function boot(
     await stopProcess(l, 'SIGKILL', 1_000);
     throw e;
   }
-  return { l, pid, disarm };
+  return { l, pid };
 }
 
 const FAST: Record<string, string | number> = {
@@ -536,7 +540,6 @@ async function template(
     try {
       await createTestDatabase(port, building, timeoutMs);
     } finally {
-      b.disarm();
       await stopProcess(b.l, 'SIGINT', 10_000);
     }
     if (b.l.child.exitCode !== 0)
@@ -602,7 +605,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
       if (e instanceof StartError && e.portTaken && attempt < 5) continue;
       throw e;
     }
-    const { l, pid, disarm } = b;
+    const { l, pid } = b;
     let stopping: Promise<void> | undefined;
     return {
       url: `postgres://postgres@127.0.0.1:${port}/test`,
@@ -611,10 +614,8 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
       dir,
       stop: () =>
         (stopping ??= (async () => {
-          disarm();
           // SIGINT: fast shutdown (open sessions are ended, not waited for).
           await stopProcess(l, 'SIGINT', 10_000);
-          live.delete(pid);
           fs.rmSync(dir, { recursive: true, force: true });
         })()),
     };

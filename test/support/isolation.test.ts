@@ -18,11 +18,15 @@ const redisWide: RegExp[] = [
   new RegExp(`${q}CLIENT${q}\\s*,\\s*${q}(PAUSE|UNPAUSE|KILL)`, 'i'),
   new RegExp(`\\.script\\(\\s*${q}(FLUSH|KILL)`, 'i'),
   new RegExp(`${q}(SCRIPT|FUNCTION)${q}\\s*,\\s*${q}(FLUSH|KILL|DELETE|RESTORE)`, 'i'),
-  /\.(flushall|flushdb|shutdown|debug|acl|function)\(/i,
+  /\.(flushall|flushdb|shutdown|debug|acl|function|slaveof|replicaof|failover)\(/i,
+  // Sent by name: client.call('ACL', ...), or in a redis-cli argument list.
   new RegExp(
-    `${q}(FLUSHALL|FLUSHDB|SHUTDOWN|DEBUG|ACL|CONFIG|SLAVEOF|REPLICAOF|FAILOVER)${q}`,
+    `\\.(call|sendCommand)\\(\\s*${q}(FLUSHALL|FLUSHDB|SHUTDOWN|DEBUG|ACL|CONFIG|FUNCTION|SCRIPT|CLIENT|SLAVEOF|REPLICAOF|FAILOVER)${q}`,
     'i',
   ),
+  new RegExp(`${q}(FLUSHALL|FLUSHDB|SHUTDOWN)${q}`, 'i'),
+  new RegExp(`${q}DEBUG${q}\\s*,\\s*${q}(SLEEP|SEGFAULT|RELOAD|SET-ACTIVE-EXPIRE)`, 'i'),
+  new RegExp(`${q}(CONFIG${q}\\s*,\\s*${q}(SET|RESETSTAT|REWRITE)|ACL${q}\\s*,\\s*${q}\\w+)`, 'i'),
   new RegExp(`\\.config\\(\\s*${q}(SET|RESETSTAT|REWRITE)`, 'i'),
 ];
 const pgWide: RegExp[] = [

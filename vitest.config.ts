@@ -6,6 +6,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // One throwaway Redis and PostgreSQL for the run (REDIS_URL / DATABASE_URL in every worker).
+    globalSetup: ['test/setup/servers.ts'],
     setupFiles: ['test/setup/fast-check.ts'],
   },
 });

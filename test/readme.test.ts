@@ -7,6 +7,8 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { dropPrefix } from './backends/redis/drop-prefix.js';
+import { databaseUrl, redisUrl, uniquePrefix } from './support/env.js';
 
 const run = promisify(execFile);
 const root = join(import.meta.dirname, '..');
@@ -14,21 +16,23 @@ const readme = readFileSync(join(root, 'README.md'), 'utf8');
 const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] as string);
 const tmp = join(root, 'test', '.readme-tmp');
 
+// The server examples run on the run's servers (REDIS_URL / DATABASE_URL from the globalSetup)
+// under a prefix and schema of this run only (they read LOCKSTEP_PREFIX / LOCKSTEP_SCHEMA).
+const prefix = uniquePrefix('lockstep-readme', '-');
+const schema = uniquePrefix('lockstep_readme', '_');
+
 describe('README examples', () => {
   afterAll(async () => {
     rmSync(tmp, { recursive: true, force: true });
-    // The server examples write under their own prefix and schema: leave nothing behind.
+    // Leave nothing behind.
     const { Redis } = await import('ioredis');
-    const r = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-    const keys = await r.keys('lockstep-readme:*');
-    if (keys.length > 0) await r.del(...keys);
+    const r = new Redis(redisUrl());
+    await dropPrefix(r, prefix);
     await r.quit();
     const pg = await import('pg');
-    const client = new pg.default.Client({
-      connectionString: process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test',
-    });
+    const client = new pg.default.Client({ connectionString: databaseUrl() });
     await client.connect();
-    await client.query('DROP SCHEMA IF EXISTS lockstep_readme CASCADE');
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await client.end();
   });
 
@@ -57,8 +61,26 @@ describe('README examples', () => {
       const { stdout } = await run(join(root, 'node_modules/.bin/tsx'), [file], {
         cwd: root,
         timeout: 60_000,
+        env: { ...process.env, LOCKSTEP_PREFIX: prefix, LOCKSTEP_SCHEMA: schema },
       });
       expect(stdout.trimEnd().split('\n')).toEqual(expected);
     });
+  });
+
+  it("the server examples used this run's schema, not the fixed one", async () => {
+    const pg = await import('pg');
+    const client = new pg.default.Client({ connectionString: databaseUrl() });
+    await client.connect();
+    try {
+      const r = await client.query<{ name: string }>(
+        'SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name IN ($1, $2)',
+        [schema, 'lockstep_readme'],
+      );
+      expect(r.rows.map((x) => x.name)).toContain(schema);
+      if (!process.env.LOCKSTEP_TEST_DATABASE_URL)
+        expect(r.rows.map((x) => x.name)).not.toContain('lockstep_readme');
+    } finally {
+      await client.end();
+    }
   });
 });

@@ -1,6 +1,6 @@
 /**
- * Runs the conformance suite on the PostgreSQL backend against a real server (DATABASE_URL,
- * default postgres://root@127.0.0.1:5432/test). Every `open()` is a new backend with its own
+ * Runs the conformance suite on the PostgreSQL backend against the run's server (DATABASE_URL,
+ * set by test/setup/servers.ts). Every `open()` is a new backend with its own
  * pool on the same schema (another "process"); the schema is random and dropped at the end.
  *
  * Deadlock detection: PostgreSQL finds cycles between sessions that wait for each other (40P01 →
@@ -12,10 +12,11 @@
  */
 import pg from 'pg';
 import { postgres } from '../../src/backends/postgres/index.js';
+import { databaseUrl } from '../support/env.js';
 import type { Backend } from './api.js';
 import { conformance } from './suite.js';
 
-const url = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
+const url = databaseUrl();
 
 conformance('postgres', async () => {
   const schema = `lsconf_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;

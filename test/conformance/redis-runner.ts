@@ -1,6 +1,6 @@
 /**
- * Runs the conformance suite on the Redis backend against a real Redis (REDIS_URL, default
- * redis://127.0.0.1:6379). Each `open()` is a new backend with its own connections on the same
+ * Runs the conformance suite on the Redis backend against the run's Redis (REDIS_URL, set by
+ * test/setup/servers.ts). Each `open()` is a new backend with its own connections on the same
  * key prefix (another "process"); cleanup deletes every key under the run's prefix.
  *
  * Deadlock detection: Redis cannot see a cycle of nested `lock()` calls (the outer lease sits idle
@@ -11,10 +11,11 @@
 import { Redis } from 'ioredis';
 import { type RedisBackendOptions, redis } from '../../src/backends/redis/index.js';
 import { dropPrefix } from '../backends/redis/drop-prefix.js';
+import { redisUrl } from '../support/env.js';
 import type { Backend } from './api.js';
 import { conformance } from './suite.js';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const url = redisUrl();
 
 /** Runs the suite on Redis with these backend options (scripts run as functions or by EVALSHA). */
 export function redisConformance(name: string, options: RedisBackendOptions): void {

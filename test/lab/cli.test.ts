@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { scanKeys } from '../backends/redis/drop-prefix.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -143,7 +144,7 @@ describe('lab --quick --json on Redis', () => {
     expectSound(report);
     const client = new Redis(REDIS_URL);
     try {
-      expect(await client.keys(`*lockstep-lab-${runId}*`)).toEqual([]);
+      expect(await scanKeys(client, `*lockstep-lab-${runId}*`)).toEqual([]);
     } finally {
       client.disconnect();
     }

@@ -1,5 +1,6 @@
 /**
- * Faults with real processes against a real PostgreSQL: a lock holder whose session is
+ * Faults with real processes against a real PostgreSQL of this file's own (startPostgres(): the
+ * sessions it terminates can only be its own): a lock holder whose session is
  * terminated by the server, a holder killed with SIGKILL, and a holder frozen with SIGSTOP past
  * its lease while another process takes the lock and writes. Each holder is a child process
  * running test/backends/postgres/fixtures/holder.ts as `node --import tsx` (the tsx loader in
@@ -13,8 +14,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PostgresBackend, postgres } from '../../../src/backends/postgres/index.js';
 import type { DocWrite, LeaseRequest, WriteResult } from '../../../src/store/backend.js';
+import { type PostgresServer, startPostgres } from '../../support/servers.js';
 
-const url = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
+let server: PostgresServer;
+let url: string;
 const schema = `lsfault_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 const fixture = fileURLToPath(new URL('./fixtures/holder.ts', import.meta.url));
 const workerFixture = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
@@ -24,6 +27,8 @@ let admin: pg.Client;
 const children: ChildProcessWithoutNullStreams[] = [];
 
 beforeAll(async () => {
+  server = await startPostgres();
+  url = server.url;
   backend = postgres({ url, schema, poolSize: 4 });
   admin = new pg.Client({ connectionString: url });
   await admin.connect();
@@ -36,14 +41,10 @@ afterAll(async () => {
       c.kill('SIGKILL');
     }
   }
-  await backend.close();
-  // Any session a failed test left behind would block the DROP.
-  await admin.query(
-    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()`,
-    [schema],
-  );
-  await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  await admin.end();
+  await backend?.close();
+  await admin?.end();
+  // The schema goes with the cluster; a session a failed test left behind cannot block that.
+  await server?.stop();
 });
 
 interface Holder {

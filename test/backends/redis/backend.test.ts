@@ -24,6 +24,7 @@ import type {
   Op,
 } from '../../../src/store/backend.js';
 import { deepEqual } from '../../../src/store/json.js';
+import { type RedisServer, startRedis } from '../../support/servers.js';
 import { dropPrefix } from './drop-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -533,6 +534,24 @@ describe('leases', () => {
 });
 
 describe('scripts and clients', () => {
+  // SCRIPT FLUSH, FUNCTION DELETE, ACL SETUSER and CONFIG RESETSTAT act on the whole server: these
+  // run on a Redis of their own, which no other test file uses.
+  let server: RedisServer;
+  let url: string;
+  let admin: Redis;
+  let b: Backend;
+  beforeAll(async () => {
+    server = await startRedis();
+    url = server.url;
+    admin = new Redis(url);
+    b = redis({ url, prefix });
+  });
+  afterAll(async () => {
+    await b?.close();
+    admin?.disconnect();
+    await server?.stop();
+  });
+
   it("scripts: 'eval' reloads after SCRIPT FLUSH (NOSCRIPT) and needs no function library", async () => {
     const viaEval = redis({ url, prefix, scripts: 'eval' });
     try {
@@ -566,8 +585,7 @@ describe('scripts and clients', () => {
     };
     const before = await libraries();
     expect(before.length).toBeGreaterThan(0);
-    // Other test files run beside this one on the same server: deleting the library under them
-    // is exactly the situation the reload is for.
+    // Deleted under a backend that has it loaded: exactly the situation the reload is for.
     for (const name of before) await admin.call('FUNCTION', 'DELETE', name).catch(() => {});
     const r = await b.write([
       { kind: 'patch', model: m, key: 'k', ops: [{ op: 'incr', field: 'n', by: 1 }] },

@@ -1,5 +1,6 @@
 /**
- * Faults with real processes and a real Redis (REDIS_URL):
+ * Faults with real processes and a real Redis of this file's own (startRedis(): CLIENT PAUSE ALL,
+ * CLIENT KILL and UNPAUSE reach nobody else, not even the other test files of the run):
  * - a lock holder killed with SIGKILL: the key is free again within its lease;
  * - a holder frozen with SIGSTOP past its lease while another process takes the lock and writes,
  *   then resumed with SIGCONT: its commit is refused (LeaseLostError) and the newer write stays;
@@ -14,16 +15,19 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redis } from '../../../src/backends/redis/index.js';
 import { BackendError, createStore, LockstepError } from '../../../src/index.js';
-import { dropPrefix } from './drop-prefix.js';
+import { type RedisServer, startRedis } from '../../support/servers.js';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+let server: RedisServer;
+let url: string;
 const prefix = `lsfault:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const holderScript = fileURLToPath(new URL('./fixtures/holder.ts', import.meta.url));
 let admin: Redis;
 const children: ChildProcess[] = [];
 
-beforeAll(() => {
+beforeAll(async () => {
+  server = await startRedis();
+  url = server.url;
   admin = new Redis(url);
 });
 
@@ -34,9 +38,9 @@ afterAll(async () => {
       c.kill('SIGKILL');
     }
   }
-  await admin.client('UNPAUSE').catch(() => {});
-  await dropPrefix(admin, prefix);
-  await admin.quit();
+  await admin?.quit();
+  // Its keys go with it.
+  await server?.stop();
 });
 
 const schema = z.object({ n: z.number() });

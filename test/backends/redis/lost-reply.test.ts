@@ -11,9 +11,11 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { redis } from '../../../src/backends/redis/index.js';
 import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import type { Backend, LeaseRequest } from '../../../src/store/backend.js';
+import { redisUrl } from '../../support/env.js';
 import { dropPrefix } from './drop-prefix.js';
 
-const url = new URL(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+// The run's Redis: the proxy cuts only this file's own connections.
+const url = new URL(redisUrl());
 const prefix = `lslost:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
 
 /**

@@ -13,9 +13,10 @@ import type {
   Lease,
   LeaseRequest,
   StoredDoc,
+  WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
-import type { TrackedLease } from '../../sync/tracked-leases.js';
+import { type TrackedLease, trackLease } from '../../sync/tracked-leases.js';
 import { InflightCalls } from './calls.js';
 import { openClient, serverIdentity } from './client.js';
 import { GroupCommit } from './group.js';
@@ -33,6 +34,7 @@ import {
   toDoc,
   type WireDoc,
 } from './wire.js';
+import { WriteWait, type WriteWaitHost } from './write-wait.js';
 import { type Outcome, WritePath } from './writes.js';
 
 /** A waiting acquire, as close() waits for it to leave its queue (`done` is set by close()). */
@@ -84,6 +86,8 @@ export class RedisBackend implements Backend {
   readonly #cluster: boolean;
   readonly #instance = randomBytes(6).toString('base64url');
   readonly #writes: WritePath;
+  /** What a waiting plain write uses of this backend. */
+  readonly #writeWaitHost: WriteWaitHost;
   readonly #group: GroupCommit;
   readonly #wakeups: Wakeups;
   /** This backend's wake-up channel (pub/sub). */
@@ -152,6 +156,7 @@ export class RedisBackend implements Backend {
     );
     this.#channel = this.#layout.channel(this.#instance);
     this.#wakeups = new Wakeups(this.#client, this.#channel, callTimeout);
+    this.#writeWaitHost = this.#waitHost();
     // Back after a dropped connection: a reply lost with it may have carried a grant to one of
     // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
     this.#client.on('ready', this.#onReady);
@@ -214,11 +219,57 @@ export class RedisBackend implements Backend {
   }
 
   // ----------------------------------------------------------------------------------- write
-  async write(writes: readonly DocWrite[]): Promise<WriteResult> {
+  /**
+   * A plain write batch: one script call, which runs it unless one of its documents has a live
+   * exclusive lease of the default action; then the batch waits for that lease to end (see
+   * write-wait.ts and write_gate in lib.lua), bounded by `options`.
+   */
+  async write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
     this.#assertOpen();
     const plan = this.#writes.plan(writes, 'store.apply');
     if (writes.length === 0) return { applied: true, docs: [], results: [] };
-    return this.#writes.runBatch(plan, (keys, env, spec) => this.#group.write(keys, env, spec));
+    const started = performance.now();
+    return this.#writes.runBatch(
+      plan,
+      (keys, env, spec) => this.#group.write(keys, env, spec),
+      () => new WriteWait(this.#writeWaitHost, plan.docs, plan.refs, options, started),
+    );
+  }
+
+  /** What a waiting write uses of this backend (see write-wait.ts). */
+  #waitHost(): WriteWaitHost {
+    return {
+      wakeups: this.#wakeups,
+      channel: this.#channel,
+      instance: this.#instance,
+      waiterTtlMs: WAITER_TTL_MS,
+      leave: (wid, docs) => {
+        const keys5 = docs.flatMap((k) => {
+          const l = this.#layout.lease(k, 'default');
+          return [l.lease, l.queue, l.queueInfo, k.doc, k.fence];
+        });
+        return this.#script('leave', keys5, [wid, wid], true).then(() => undefined);
+      },
+      track: (docs, refs) =>
+        this.tracksTasks
+          ? trackLease(
+              docs.map((k) => this.#lockId(this.#layout.lease(k, 'default'))),
+              refs.map((r) => `${r.model} ${JSON.stringify(r.key)} (default)`),
+              false,
+              false,
+            )
+          : undefined,
+      cancellable: (cancel) => {
+        const leaving: Leaving = {};
+        this.#waiting.set(cancel, leaving);
+        return {
+          left: () => {
+            this.#waiting.delete(cancel);
+            leaving.done?.();
+          },
+        };
+      },
+    };
   }
 
   // --------------------------------------------------------------------------------- leases
@@ -243,6 +294,11 @@ export class RedisBackend implements Backend {
     return this.#take(r, docs, leases, undefined);
   }
 
+  /** The id of a lease's keys in the in-process wait-for graph (the same for every backend on this server and prefix). */
+  #lockId(l: LeaseKeys): string {
+    return `redis\u0000${this.#server}\u0000${l.lease}`;
+  }
+
   /** Takes the lease (nowait, or queued with wake-ups until granted, timed out or cancelled). */
   async #take(
     r: LeaseRequest,
@@ -259,14 +315,19 @@ export class RedisBackend implements Backend {
     // For error messages only: built when one is thrown.
     const lockName = () =>
       `${r.model} ${r.keys.map((k) => JSON.stringify(k)).join(', ')} (${r.action})`;
-    const attempt = (wid: string, channel: string) =>
-      this.#script(
+    // When the last attempt was sent: a lease it was granted by started on the server after this
+    // moment, so its expiry is no earlier than this + leaseMs (see RedisLease's `grantedAt`).
+    let sentAt = 0;
+    const attempt = (wid: string, channel: string) => {
+      sentAt = performance.now();
+      return this.#script(
         'acquire',
         keys5,
         [owner, wid, r.mode, leaseMs, wid ? '1' : '0', WAITER_TTL_MS, channel],
         true,
       ).then((raw) => JSON.parse(raw as string) as Grant | { ok: 0; retry: number });
-    const make = (g: { fences: number[]; docs: Array<WireDoc | null> }) => {
+    };
+    const make = (g: { fences: number[]; docs: Array<WireDoc | null> }, grantedAt: number) => {
       const lease = new RedisLease(this, {
         owner,
         keys5,
@@ -281,6 +342,7 @@ export class RedisBackend implements Backend {
         fences: g.fences,
         tracked,
         renewals: this.#renewals,
+        grantedAt,
       });
       this.#leases.add(lease);
       return lease;
@@ -288,7 +350,7 @@ export class RedisBackend implements Backend {
 
     if (r.nowait || r.skipLocked) {
       const g = await attempt('', '');
-      if (g.ok === 1) return make(g);
+      if (g.ok === 1) return make(g, sentAt);
       if (r.skipLocked) return undefined;
       throw new LockBusyError(lockName());
     }
@@ -300,6 +362,8 @@ export class RedisBackend implements Backend {
     const started = performance.now();
     let woken = false;
     let granted: Grant | undefined;
+    /** When a hand-off's grant arrived (the release that granted it ran a little earlier). */
+    let grantArrived = 0;
     let notify: (() => void) | undefined;
     const state: { cancelled?: { error: unknown } } = {};
     const stop = (): void => {
@@ -308,7 +372,10 @@ export class RedisBackend implements Backend {
     };
     const wake = (grant?: Grant) => {
       // A release handed the lease to us directly: the wake-up carries the fence and snapshot.
-      if (grant) granted ??= grant;
+      if (grant && !granted) {
+        granted = grant;
+        grantArrived = performance.now();
+      }
       woken = true;
       notify?.();
     };
@@ -333,9 +400,15 @@ export class RedisBackend implements Backend {
       for (;;) {
         stop();
         woken = false;
-        const g = granted ?? (await attempt(wid, channel));
+        const handed = granted;
+        const g = handed ?? (await attempt(wid, channel));
         if (g.ok === 1) {
-          const lease = make(g);
+          // The grant's moment as well as we know it: the send of the attempt that took it, or
+          // the arrival of a hand-off (late by one message's way from Redis).
+          const lease = make(
+            g,
+            handed ? grantArrived : granted ? Math.min(grantArrived, sentAt) : sentAt,
+          );
           try {
             stop();
           } catch (err) {
@@ -467,11 +540,15 @@ export class RedisBackend implements Backend {
     });
   }
 
-  /** @internal used by leases: releases without a commit; hands the keys to the next waiters. */
-  async _release(keys5: string[], owner: string): Promise<void> {
+  /**
+   * @internal used by leases: releases without a commit; hands the keys to the next waiters.
+   * Resolves whether the release script found the lease still held by `owner` on every key.
+   */
+  async _release(keys5: string[], owner: string): Promise<boolean> {
     const raw = await this.#serving('release', keys5, [owner, this.#channel]);
-    const handing = this.#handOver(JSON.parse(raw) as LocalWakeups);
+    const handing = this.#handOver(JSON.parse(raw.slice(1)) as LocalWakeups);
     if (handing) await handing;
+    return raw.charCodeAt(0) === 49; // "1"
   }
 
   /**

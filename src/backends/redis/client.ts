@@ -3,7 +3,7 @@
  * BackendError.
  */
 import { type Cluster, Redis } from 'ioredis';
-import { BackendError, LockstepError } from '../../errors.js';
+import { BackendError, LockstepError, ValidationError } from '../../errors.js';
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379';
 
@@ -20,15 +20,28 @@ export function openClient(o: { url?: string | undefined; client?: Redis | Clust
   owned: boolean;
 } {
   if (o.client) return { client: o.client, owned: false };
-  const client = new Redis(o.url ?? process.env.REDIS_URL ?? DEFAULT_URL, {
-    // No commandTimeout: the backend times its script calls itself (calls.ts), with one timer
-    // for all of them instead of one per command.
-    autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: 2,
-    // Lock hand-offs are sequential round trips: auto-pipelining only adds latency to them,
-    // and concurrent writes are already combined by our own group commit.
-    enableAutoPipelining: false,
-  });
+  const url = o.url ?? process.env.REDIS_URL ?? DEFAULT_URL;
+  let client: Redis;
+  try {
+    client = new Redis(url, {
+      // No commandTimeout: the backend times its script calls itself (calls.ts), with one timer
+      // for all of them instead of one per command.
+      autoResendUnfulfilledCommands: false,
+      maxRetriesPerRequest: 2,
+      // Lock hand-offs are sequential round trips: auto-pipelining only adds latency to them,
+      // and concurrent writes are already combined by our own group commit.
+      enableAutoPipelining: false,
+    });
+  } catch (err) {
+    // ioredis parses the URL at once and throws a bare TypeError for a malformed one: bad input,
+    // said at construction like every other bad option (a URL that parses but cannot be
+    // reached fails at first use, as BackendError).
+    throw new ValidationError('redis url', [
+      {
+        message: `${JSON.stringify(url)} is not a Redis URL (${err instanceof Error ? err.message : String(err)}); give one like redis://127.0.0.1:6379 (rediss:// for TLS)`,
+      },
+    ]);
+  }
   client.on('error', () => {
     /* surfaced per command as BackendError */
   });

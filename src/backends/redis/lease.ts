@@ -14,7 +14,7 @@ import type { ScriptName } from './scripts.js';
 /** What a lease needs from its backend. */
 export interface LeaseHost {
   _script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown>;
-  _release(keys5: string[], owner: string): Promise<void>;
+  _release(keys5: string[], owner: string): Promise<boolean>;
   _commit(
     lease: RedisLease,
     owner: string,
@@ -42,8 +42,11 @@ export class RedisLease implements Lease {
   readonly #lostSignal = new AbortController();
   /** Renewing (the lease is in the backend's renewals). */
   #renewing = false;
-  /** When the last renewal succeeded (or the lease was granted). */
-  #lastOk = performance.now();
+  /**
+   * When the last successful renewal was SENT (or the lease granted): the server's expiry is at
+   * least this + leaseMs, since the script set it to its own now + leaseMs after this moment.
+   */
+  #lastOk: number;
   readonly #renewals: Renewals;
   readonly #backend: LeaseHost;
   readonly #owner: string;
@@ -53,8 +56,14 @@ export class RedisLease implements Lease {
   readonly #lockName: () => string;
   readonly #incarnations: Map<string, string>;
   readonly #tracked: TrackedLease | undefined;
-  /** Untracks a lease that is not renewed once it has expired in Redis. */
+  /**
+   * Marks the lease lost when it has expired on the server for all we know: at leaseMs after the
+   * grant with `renew: false`, and at leaseMs after the last successful renewal's send while a
+   * renewal is in flight or failing. Unref'd; cleared at commit, release and close.
+   */
   #expiry: NodeJS.Timeout | undefined;
+  /** What release() answered (a second call answers the same). */
+  #released: Promise<boolean> | undefined;
 
   constructor(
     backend: LeaseHost,
@@ -70,8 +79,11 @@ export class RedisLease implements Lease {
       incarnations: Map<string, string>;
       tracked: TrackedLease | undefined;
       renewals: Renewals;
+      /** `performance.now()` at (or just before) the grant on the server. */
+      grantedAt: number;
     },
   ) {
+    this.#lastOk = o.grantedAt;
     this.#renewals = o.renewals;
     this.#backend = backend;
     this.#owner = o.owner;
@@ -83,16 +95,12 @@ export class RedisLease implements Lease {
     this.fences = o.fences;
     this.#incarnations = o.incarnations;
     this.#tracked = o.tracked;
-    if (o.tracked) {
-      o.tracked.granted();
-      if (!o.request.renew) {
-        // Redis frees the key after leaseMs: stop holding it in the graph too (a cycle through a
-        // lapsed lease is not one: its waiter gets the key).
-        this.#expiry = setTimeout(() => this._untrack(), Math.ceil(o.request.leaseMs));
-        this.#expiry.unref();
-      }
-    }
-    if (o.request.renew) {
+    o.tracked?.granted();
+    if (!o.request.renew) {
+      // Redis frees the keys leaseMs after the grant: the lease is lost then (and no longer held
+      // in the wait-for graph: a cycle through a lapsed lease is not one, its waiter gets the key).
+      this.#armExpiry('it was not renewed (renew: false) and leaseMs passed');
+    } else {
       this.#renewing = true;
       this.#renewals.add(this, o.request.leaseMs);
     }
@@ -113,37 +121,57 @@ export class RedisLease implements Lease {
   renew(): Promise<void> {
     const leaseMs = this.#request.leaseMs;
     const leaseKeys = this.#keys5.filter((_, i) => i % 5 === 0);
+    const sent = performance.now();
+    // Until this renewal is answered, the lease is known to hold only until lastOk + leaseMs:
+    // a renewal that hangs (or fails) past that marks it lost then, not at its own timeout.
+    if (!this.#expiry) this.#armExpiry('its renewal did not reach Redis before leaseMs passed');
     return this.#backend._script('renew', leaseKeys, [this.#owner, Math.ceil(leaseMs)]).then(
       (ok) => {
-        if (ok === 1) this.#lastOk = performance.now();
-        else this.#markLost();
+        if (!this.#renewing) return;
+        if (ok === 1) {
+          this.#lastOk = sent;
+          this.#clearExpiry();
+        } else this.#markLost('its renewal was refused: the lease expired or was taken over');
       },
       () => {
-        if (performance.now() - this.#lastOk >= leaseMs) this.#markLost();
+        // A failed renewal: the expiry timer armed above marks the lease lost at lastOk +
+        // leaseMs unless a later renewal gets through first.
       },
     );
   }
 
-  #markLost(): void {
+  /** Marks the lease lost at lastOk + leaseMs (see `#expiry`). */
+  #armExpiry(why: string): void {
+    this.#clearExpiry();
+    const left = this.#lastOk + this.#request.leaseMs - performance.now();
+    this.#expiry = setTimeout(() => this.#markLost(why), Math.max(0, left));
+    this.#expiry.unref();
+  }
+
+  #clearExpiry(): void {
+    if (this.#expiry) clearTimeout(this.#expiry);
+    this.#expiry = undefined;
+  }
+
+  /** Known lost: `lost` turns true and `signal` aborts with LeaseLostError (once). */
+  #markLost(why: string): void {
+    if (this.#done) return;
     if (!this.#lost) {
-      this.#lostSignal.abort(
-        new LeaseLostError(this.#lockName(), 'its renewal was refused or did not reach Redis'),
-      );
+      this.#lost = true;
+      this.#lostSignal.abort(new LeaseLostError(this.#lockName(), why));
     }
-    this.#lost = true;
     this._stop();
     this._untrack();
   }
 
   /** @internal the lease no longer holds its keys in the wait-for graph (idempotent). */
   _untrack(): void {
-    if (this.#expiry) clearTimeout(this.#expiry);
-    this.#expiry = undefined;
     this.#tracked?.released();
   }
 
-  /** @internal stops renewing (commit, release, close). */
+  /** @internal stops renewing and the expiry timer (commit, release, close). */
   _stop(): void {
+    this.#clearExpiry();
     if (!this.#renewing) return;
     this.#renewing = false;
     this.#renewals.delete(this);
@@ -158,8 +186,6 @@ export class RedisLease implements Lease {
         detail: 'this lease was already committed or released',
       };
     }
-    this.#done = true;
-    this._stop();
     const allowed = new Set(this.#request.keys);
     for (const [i, w] of writes.entries()) {
       if (w.model !== this.#request.model || !allowed.has(w.key)) {
@@ -169,6 +195,8 @@ export class RedisLease implements Lease {
         ]);
       }
     }
+    this.#done = true;
+    this._stop();
     try {
       const r = await this.#backend._commit(
         this,
@@ -189,24 +217,32 @@ export class RedisLease implements Lease {
     }
   }
 
-  async release(): Promise<boolean> {
-    const first = !this.#done;
+  /**
+   * Resolves true only when the release script found our owner entry live on every key (the
+   * lease still held); false when it was lost or taken over, or when the release did not reach
+   * Redis (unknown: the lease then expires on its own after leaseMs). After a commit, whether
+   * that commit found the lease held. A second call resolves what the first did.
+   */
+  release(): Promise<boolean> {
+    if (this.#released) return this.#released;
+    if (this.#done) {
+      // Committed (the commit released the lease) or a commit is under way.
+      this.#released = Promise.resolve(!this.#lost);
+      return this.#released;
+    }
     this.#done = true;
     this._stop();
     this.#backend._forget(this);
-    if (!first && this.#released) return !this.#lost;
-    this.#released = true;
-    try {
-      await this.#backend._release(this.#keys5, this.#owner);
-    } catch {
-      // Never hide the caller's own error: the lease expires on its own after leaseMs.
-    } finally {
-      this._untrack();
-    }
-    return !this.#lost;
+    this.#released = this.#backend._release(this.#keys5, this.#owner).then(
+      (held) => {
+        if (!held) this.#lost = true;
+        return held;
+      },
+      // Never hide the caller's own error behind a release failure.
+      () => false,
+    );
+    return this.#released.finally(() => this._untrack());
   }
-
-  #released = false;
 
   /** @internal for debugging. */
   toString(): string {

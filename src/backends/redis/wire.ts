@@ -34,8 +34,13 @@ export interface WireDoc {
 
 export type Reply =
   | { ok: 1; docs: Array<WireDoc | null>; results: Json[][] }
-  | { ok: 0; reason: RefusalReason; index: number; detail?: string }
-  | { ok: 0; stale: { [d: string]: WireDoc | null } };
+  | { ok: 0; reason: RefusalReason; index: number; guard?: number; detail?: string }
+  | { ok: 0; stale: { [d: string]: WireDoc | null } }
+  /**
+   * A plain write found a live exclusive lease of the default action on the document of write
+   * `locked` and wrote nothing (see write_gate in lib.lua); look again in `retry` ms at the latest.
+   */
+  | { ok: 0; locked: number; retry: number };
 
 /**
  * A checked patch whose outcome this process predicted exactly, chained on the write before it
@@ -166,6 +171,20 @@ export function encodeGuard(g: Guard, bad: (m: string) => Error): { [k: string]:
   switch (g.guard) {
     case 'cmp':
       if (!['eq', 'ne', 'lt', 'lte', 'gt', 'gte'].includes(g.cmp)) throw bad(`bad cmp ${g.cmp}`);
+      if (g.ref !== undefined) {
+        // Compared with another field of the document: its literal, and whether its length.
+        if (typeof g.ref !== 'object' || g.ref === null || typeof g.ref.field !== 'string') {
+          throw bad('ref must be { field, length? }');
+        }
+        return {
+          g: 'cmp',
+          f,
+          c: g.cmp,
+          r: JSON.stringify(g.ref.field),
+          rl: g.ref.length === true,
+          l: g.length === true,
+        };
+      }
       return { g: 'cmp', f, c: g.cmp, v: json(g.value, bad), l: g.length === true };
     case 'contains':
     case 'notContains':

@@ -6,7 +6,7 @@
  * document.
  */
 import { BackendError, ValidationError } from '../../errors.js';
-import { applyOps, evalGuards } from '../../store/apply-ops.js';
+import { applyOps } from '../../store/apply-ops.js';
 import type {
   CheckIssue,
   Data,
@@ -17,6 +17,7 @@ import type {
   Op,
   WriteResult,
 } from '../../store/backend.js';
+import { guardsHold } from './guards.js';
 import { clusterSlot, type DocKeys, type KeyLayout } from './keys.js';
 import type { ScriptName } from './scripts.js';
 import {
@@ -86,6 +87,26 @@ export interface Plan {
   /** Envelope writes (mutated with `ck` before each attempt). */
   readonly wire: Array<{ [k: string]: unknown }>;
   readonly checked: boolean;
+}
+
+/**
+ * How a plain write waits for an exclusive lease of the default action (see write-wait.ts):
+ * `queue` is what its attempts carry once it queued (undefined before its first "locked"),
+ * `locked` is called on every "locked" answer (with the index in `Plan.docs` of the locked
+ * document) and resolves when to send the batch again (or
+ * rejects: timeout, abort, close), `finish` once the batch is over (`ran`: the script ran it,
+ * applied or refused, and so took the writer's queue entries out).
+ */
+export interface LockWait {
+  readonly queue: { readonly q: string; readonly ch: string; readonly qt: number } | undefined;
+  locked(index: number, retryMs: number): Promise<void>;
+  finish(ran: boolean): Promise<void> | undefined;
+}
+
+/** A write found a live exclusive lease of the default action on write `index`'s document. */
+interface Locked {
+  readonly locked: number;
+  readonly retry: number;
 }
 
 /** Runs a script (errors already mapped to BackendError). */
@@ -234,8 +255,11 @@ export class WritePath {
    * instead of read + check + compare-and-set. The cost: a bounded cache of recently written
    * documents per process, and a wasted round trip when another process wrote in between.
    */
-  async runBatch(plan: Plan, send: Send): Promise<WriteResult> {
+  async runBatch(plan: Plan, send: Send, waitFor?: () => LockWait): Promise<WriteResult> {
     let divergence = 0;
+    // Made at the first "locked" answer only: the uncontended write pays nothing for it.
+    let wait: LockWait | undefined;
+    let ran = false;
     // The documents with a checked patch: their prediction pipelines admit this batch.
     const gated: string[] = [];
     if (plan.checked) {
@@ -246,13 +270,18 @@ export class WritePath {
         if (!gated.includes(doc)) gated.push(doc);
       }
     }
-    for (let attempt = 0; ; attempt++) {
-      if (gated.length > 0) {
-        const admitted = this.#admit(gated, attempt === 0 ? PIPELINE_DEPTH : 1);
-        if (admitted) await admitted;
-      }
-      try {
-        const r = await this.#attempt(plan, send);
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (gated.length > 0) {
+          const admitted = this.#admit(gated, attempt === 0 ? PIPELINE_DEPTH : 1);
+          if (admitted) await admitted;
+        }
+        let r: WriteResult | 'stale' | Locked;
+        try {
+          r = await this.#attempt(plan, send, wait?.queue);
+        } finally {
+          if (gated.length > 0) this.#leave(gated);
+        }
         if (r === 'stale') {
           if (++divergence > 1000) {
             throw new BackendError(
@@ -261,9 +290,21 @@ export class WritePath {
           }
           continue;
         }
+        if ('locked' in r) {
+          // Nothing was written. Only plain writes are answered so (commits never wait): wait
+          // outside the prediction pipeline, then predict again on whatever the holder left.
+          if (!waitFor) throw new BackendError('redis write: unexpected "locked" answer');
+          wait ??= waitFor();
+          await wait.locked(plan.docOf[r.locked] ?? 0, r.retry);
+          continue;
+        }
+        ran = true;
         return r;
-      } finally {
-        if (gated.length > 0) this.#leave(gated);
+      }
+    } finally {
+      if (wait) {
+        const finishing = wait.finish(ran);
+        if (finishing) await finishing;
       }
     }
   }
@@ -307,19 +348,33 @@ export class WritePath {
   }
 
   /** One attempt of a batch: its result, or 'stale' (predicted on a moved document; retry). */
-  async #attempt(plan: Plan, send: Send): Promise<WriteResult | 'stale'> {
+  async #attempt(
+    plan: Plan,
+    send: Send,
+    queue: LockWait['queue'],
+  ): Promise<WriteResult | 'stale' | Locked> {
     {
       const token = nextId(this.#instance);
       const prediction = plan.checked
         ? (this.#predictOne(plan, token) ?? (await this.#predict(plan, token)))
         : undefined;
-      const env: { t: string; w: unknown[]; sd?: number[] } = { t: token, w: plan.wire };
+      const env: {
+        t: string;
+        w: unknown[];
+        sd?: number[];
+        q?: string;
+        ch?: string;
+        qt?: number;
+      } = { t: token, w: plan.wire };
       // On "stale", the script returns every checked document, so all bases get refreshed.
       if (prediction) env.sd = [...prediction.used.keys()].map((d) => d + 1);
+      // A queued writer's attempts carry its waiter id; they are never folded into a chain
+      // (the folded patch would not carry it, and its queue entries would stay behind).
+      if (queue) Object.assign(env, queue);
       const reply = await send(
         plan.keys,
         env,
-        this.#speculation(plan, env.t, prediction),
+        queue ? undefined : this.#speculation(plan, env.t, prediction),
         prediction?.speculated && plan.writes.length === 1 ? prediction.outcome : undefined,
       );
       if (reply.ok === 1) {
@@ -348,17 +403,20 @@ export class WritePath {
         }
         return 'stale';
       }
+      // Refused, or "locked" (nothing written either way): undo this batch's speculation.
       if (prediction?.speculated) {
         for (const [d, used] of prediction.used) {
           const key = (plan.docs[d] as DocKeys).doc;
           if (this.#cache.get(key)?.epoch === used.epoch) this.#cache.delete(key);
         }
       }
+      if ('locked' in reply) return reply;
       const issues = reply.reason === 'invalid' ? prediction?.issues.get(reply.index) : undefined;
       return {
         applied: false,
         reason: reply.reason,
         index: reply.index,
+        ...(reply.guard !== undefined ? { guard: reply.guard } : {}),
         ...(reply.detail !== undefined ? { detail: reply.detail } : {}),
         ...(issues ? { issues } : {}),
       };
@@ -415,7 +473,11 @@ export class WritePath {
     }
     ck.ok = !found || found.length === 0;
     if (!ck.ok) issues.set(0, found as readonly CheckIssue[]);
-    if (!ck.ok || !evalGuards(c.data, w.guards ?? [])) return { used, issues, speculated: false };
+    // A patch without ops writes nothing (the document keeps its version and last writer): no
+    // speculation on a token that will not be the document's.
+    if (!ck.ok || w.ops.length === 0 || !guardsHold(c.data, w.guards ?? [])) {
+      return { used, issues, speculated: false };
+    }
     const version = c.version + 1;
     this.#cacheSet(key, { version, token, data: p.data, epoch: c.epoch });
     return {
@@ -492,7 +554,7 @@ export class WritePath {
           certain = false;
           continue;
         }
-        const guardsHold = evalGuards(s.data, w.guards ?? []);
+        const guardsOk = guardsHold(s.data, w.guards ?? []);
         const p = applyOps(s.data, w.ops);
         if (!p.ok) {
           certain = false;
@@ -510,8 +572,11 @@ export class WritePath {
           if (!ck.ok) issues.set(i, found as readonly CheckIssue[]);
         }
         // A predicted refusal: keep simulating (the server may disagree), but do not speculate.
-        if (!guardsHold || ck.ok === false) speculate = false;
-        s.version += 1;
+        if (!guardsOk || ck.ok === false) speculate = false;
+        // A patch without ops writes nothing: the version stays, and so does the last writer's
+        // token, which a speculation would replace with this batch's (rare: do not speculate).
+        if (w.ops.length === 0) speculate = false;
+        else s.version += 1;
       }
     }
     // Speculate only if nobody moved the entries while we awaited (a read or an async check).

@@ -4,8 +4,9 @@
  * document, and the next holder of this process gets the document from our own prediction. These
  * tests watch the commands the scripts run (MONITOR) to prove the short path is taken, and that
  * what every holder sees and leaves is still exact: within one process, across two processes
- * (whose grants must carry the whole document), and when a writer without the lock moves the
- * document in between (the general path takes over).
+ * (whose grants must carry the whole document), and when the holder of another action moves the
+ * document in between (the general path takes over). (A plain write no longer can: it waits for
+ * the default action's exclusive lease.)
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -216,7 +217,7 @@ describe('redis lock commit without loading the document', () => {
     }
   });
 
-  it('a write without the lock in between: the commit is predicted again, the holder keeps its field, the writer keeps its own', async () => {
+  it('a commit of another action in between: the commit is predicted again, the holder keeps its field, the other keeps its own', async () => {
     const store = createStore(redis({ url, prefix }));
     const other = createStore(redis({ url, prefix }));
     try {
@@ -228,8 +229,17 @@ describe('redis lock commit without loading the document', () => {
       seen.length = 0;
       await M.lock('three', async (d) => {
         d.n = 41;
-        // Another process changes another field while we hold the lock.
-        await O.apply('three', (o) => o.other.set('moved'));
+        // Another process changes another field while we hold the lock: the holder of another
+        // action (a lane of its own; a plain write would wait for our lease).
+        await O.lock(
+          'three',
+          (o) => {
+            o.other = 'moved';
+          },
+          { action: 'side' },
+        );
+        await settle();
+        seen.length = 0;
       });
       expect((await M.get('three')).data).toEqual({ n: 41, other: 'moved', tags: [] });
       await settle();
@@ -252,10 +262,11 @@ describe('redis lock commit without loading the document', () => {
   });
 
   it('lock holders of two processes race writers of a third on one document: nothing is lost, and commits that met a moved document went again', async () => {
-    // A writer without the lock moves the document between a holder's snapshot and its commit:
-    // the short form (sent without the envelope) answers "e", the commit goes again with the
-    // envelope, meets "stale", is predicted again and lands. Every increment and every append
-    // must be there at the end, each exactly once.
+    // The holder of another action moves the document between a holder's snapshot and its
+    // commit: the short form (sent without the envelope) answers "e", the commit goes again with
+    // the envelope, meets "stale", is predicted again and lands. Plain writers wait for the
+    // holders' leases. Every increment and every append must be there at the end, each exactly
+    // once.
     const stores = [0, 1, 2].map(() => createStore(redis({ url, prefix })));
     const model = (st: (typeof stores)[number]) => st.model('doc', Doc);
     const [A, B, W] = stores.map(model) as [
@@ -289,7 +300,9 @@ describe('redis lock commit without loading the document', () => {
               await M.lock('six', async (d) => {
                 d.n += 1;
                 // At least one commit per holder meets a document moved under its snapshot.
-                if (i === 0) await W.apply('six', (o) => o.tags.append(`in-${t}`));
+                if (i === 0) {
+                  await W.lock('six', (o) => void o.tags.push(`in-${t}`), { action: 'side' });
+                }
               });
             }
           })(),

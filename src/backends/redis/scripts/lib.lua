@@ -5,7 +5,7 @@
 --   create/put, "_c" = token of the batch that created it (its incarnation), one field per
 --   top-level data field, named by the field's JSON string literal (e.g. "\"balance\"") and
 --   holding the field's JSON text, and "^" .. literal = the version that last wrote that field.
---   B..":f" is the fence counter; B..":l:<action>" the lease hash, B..":q:<action>" /
+--   B..":f" is the fence counter (with a TTL, see next_fence); B..":l:<action>" the lease hash, B..":q:<action>" /
 --   ":qa:<action>" its FIFO wait queue. All share B's hash tag, hence one Cluster slot.
 --
 -- JSON: cjson only decodes the envelope (its decoder is exact). Values are decoded by our own
@@ -296,7 +296,21 @@ local function guard_ok(st, g)
     end
     local c = g.c
     if x == ABSENT then return c == 'ne' end
-    local want = decode(g.v)
+    local want
+    if g.r then
+      -- The right-hand side is another field of the document (FieldRef), its pre-image value or
+      -- length; missing (or a length of neither a string nor an array) counts as on the left.
+      want = getv(st, g.r)
+      if g.rl then
+        if want == ABSENT then want = 0
+        elseif type(want) == 'string' then want = utf16len(want)
+        elseif is_arr(want) then want = #want
+        else want = ABSENT end
+      end
+      if want == ABSENT then return c == 'ne' end
+    else
+      want = decode(g.v)
+    end
     if c == 'eq' then return deq(x, want) end
     if c == 'ne' then return not deq(x, want) end
     if type(x) ~= 'number' or type(want) ~= 'number' then return false end
@@ -486,8 +500,10 @@ local function state_json(st, token)
 end
 
 -- ------------------------------------------------------------------------------- the batch
-local function refusal(reason, index, detail)
+-- gi: for a guard refusal, the (1-based) index of the first false guard in that write.
+local function refusal(reason, index, detail, gi)
   local s = '{"ok":0,"reason":"' .. reason .. '","index":' .. (index - 1)
+  if gi then s = s .. ',"guard":' .. (gi - 1) end
   if detail then s = s .. ',"detail":' .. enc_str(detail) end
   return s .. '}'
 end
@@ -651,9 +667,9 @@ local function run_batch(env, keyof, g)
     return '{"ok":0,"stale":{' .. tconcat(parts, ',') .. '}}'
   end
   -- A refusal after a write whose check verdict is unknown may not be the first failure.
-  local function fail(reason, index, detail)
+  local function fail(reason, index, detail, gi)
     if stale then return stale_reply(), false end
-    return refusal(reason, index, detail), false
+    return refusal(reason, index, detail, gi), false
   end
   -- A document written again later in the batch: each write reports the document as IT left it.
   local last, mid = {}, {}
@@ -665,11 +681,13 @@ local function run_batch(env, keyof, g)
       if st.exists then return fail('exists', idx) end
       replace_all(st, w.data)
       st.version, st.replacedAt, st.inc = 1, 1, env.t
+      st.changed = true
       results[idx] = '[]'
     elseif k == 'put' then
       if st.exists then st.version = st.version + 1 else st.version, st.inc = 1, env.t end
       replace_all(st, w.data)
       st.replacedAt = st.version
+      st.changed = true
       results[idx] = '[]'
     elseif k == 'delete' then
       if not st.exists and w.ev then return fail('missing', idx) end
@@ -679,6 +697,7 @@ local function run_batch(env, keyof, g)
       local existed = st.exists
       st.exists, st.deleted, st.fresh = false, true, true
       st.raw, st.val, st.dirty, st.touched = {}, {}, {}, {}
+      st.changed = true
       results[idx] = existed and '[true]' or '[false]'
     else
       if not st.exists then return fail('missing', idx) end
@@ -690,7 +709,7 @@ local function run_batch(env, keyof, g)
       end
       if w.g then
         for gi, g in ipairs(w.g) do
-          if not guard_ok(st, g) then return fail('guard', idx, 'guard ' .. gi .. ' is false') end
+          if not guard_ok(st, g) then return fail('guard', idx, 'guard ' .. (gi - 1) .. ' is false', gi) end
         end
       end
       if w.fs then
@@ -720,9 +739,15 @@ local function run_batch(env, keyof, g)
           return fail('invalid', idx, 'the document after the ops fails the schema')
         end
       end
-      -- vb: a run of predicted applies folded into one patch (group.ts) counts as that many.
-      st.version = st.version + (w.vb or 1)
-      if last[w.d] ~= idx then
+      -- A patch without ops writes nothing and keeps the version (its guards and checks above
+      -- still decide whether it applies). vb: a run of predicted applies folded into one patch
+      -- (group.ts) counts as that many.
+      local nops = #w.ops
+      if nops > 0 then
+        st.version = st.version + (w.vb or 1)
+        st.changed = true
+      end
+      if nops > 0 and last[w.d] ~= idx then
         -- Written again later in this batch: a later fieldsUnchangedSince must see these fields
         -- as written now (copy first: st.fvs may be a group's shared table).
         local fvs = {}
@@ -732,11 +757,14 @@ local function run_batch(env, keyof, g)
       end
       results[idx] = '[' .. tconcat(rs, ',') .. ']'
     end
-    if last[w.d] ~= idx then mid[idx] = state_json(st, env.t) end
+    if last[w.d] ~= idx then mid[idx] = state_json(st, st.changed and env.t or st.token0) end
   end
   if stale then return stale_reply(), false end
   for _, d in ipairs(order) do
-    if g then group_fold(g, docs[d], env.t) else flush(docs[d], env.t) end
+    local st = docs[d]
+    if st.changed then
+      if g then group_fold(g, st, env.t) else flush(st, env.t) end
+    end
   end
   local dj, byKey = {}, {}
   for idx, w in ipairs(env.w) do
@@ -748,7 +776,8 @@ local function run_batch(env, keyof, g)
         j = '{"v":' .. st.version .. ',"w":' .. enc_str(env.t) .. ',"c":' .. enc_str(st.inc) ..
           ',"f":{}}'
       else
-        j = state_json(docs[w.d], env.t)
+        local st = docs[w.d]
+        j = state_json(st, st.changed and env.t or st.token0)
       end
       byKey[w.d] = j
     end
@@ -816,9 +845,41 @@ local function live_queue(Q, QA, now)
   return out
 end
 
+-- Fencing tokens. F is a counter with a TTL (FENCE_TTL_MS from when it was seeded), so that a
+-- locked name leaves nothing behind for good: no key without a TTL but the document itself.
+-- A missing counter (first lock of the name, or expired) is seeded from the server's clock in
+-- microseconds, and INCRemented from there. Why the fences of one (document, action) stay
+-- strictly increasing across the counter's expiry:
+-- - within one life of F, INCR gives t0 + 1, t0 + 2, ... (t0: the clock when it was seeded);
+-- - F lives FENCE_TTL_MS after its seeding (INCR keeps the TTL), so a new seed t1 >= t0 +
+--   FENCE_TTL_MS * 1000, and every fence of the old life is t0 + k, k = the grants of that
+--   life. Each grant is one step of a script, and Redis runs scripts one at a time: even a
+--   burst that grants a whole run of shared waiters in one script grants each once after its
+--   own queueing script. Fewer than FENCE_TTL_MS * 1000 grants (10^6 per second for an hour)
+--   is far beyond any server, so t0 + k < t1: the new life starts above every old fence;
+-- - this holds for fences still held, or presented to other systems after the lease ended;
+--   it assumes the server's clock is not set back by more than FENCE_TTL_MS across a seeding
+--   (Redis's own key expiry relies on the same clock).
+-- A counter below 10^15 (a counter of an older version, kept without a TTL, or the 1 that INCR
+-- makes of a missing key) is seeded too: every clock value since 2001 is above 10^15, so the
+-- seed exceeds it. Fences stay below 2^53 (exact JavaScript numbers) until the year 2255. They
+-- are formatted as integers here: Lua's own number-to-text would print 1.7e+15.
+local FENCE_TTL_MS = 3600000
+local function next_fence(F)
+  local fence = redis.call('INCR', F)
+  if fence < 1e15 then
+    local t = redis.call('TIME')
+    fence = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local s = sformat('%.0f', fence)
+    redis.call('SET', F, s, 'PX', FENCE_TTL_MS)
+    return s
+  end
+  return sformat('%.0f', fence)
+end
+
 -- fresh: L was just deleted (no ttl to keep), so the expiry is set without asking for it.
 local function grant(L, owner, mode, leaseMs, now, F, fresh)
-  local fence = redis.call('INCR', F)
+  local fence = next_fence(F)
   redis.call('HSET', L, 'm', mode, 'o:' .. owner, now + leaseMs, 'f:' .. owner, fence)
   if fresh or redis.call('PTTL', L) < leaseMs then redis.call('PEXPIRE', L, leaseMs) end
   return fence
@@ -962,4 +1023,97 @@ end
 local function holds(L, owner, now)
   local exp = tonumber(redis.call('HGET', L, 'o:' .. owner))
   return exp ~= nil and exp > now
+end
+
+-- --------------------------------------------------------------- plain writers wait for leases
+-- A plain write batch (write.lua, writes.lua; never a lease's commit) waits while one of its
+-- documents has a live exclusive lease of the default action (backend.ts, "Unwritten rules"),
+-- as an UPDATE waits for a row locked FOR UPDATE. The lease keys of the default action are
+-- built here from the document's key instead of being sent in KEYS: they share its hash tag,
+-- hence its Cluster slot, and the uncontended write then costs one HGET per document and no
+-- bytes on the wire.
+--
+-- A writer that found a lease answers "locked" having written nothing; the client then sends the
+-- batch again with a waiter id (env.q), its wake-up channel (env.ch) and the entry's ttl (env.qt),
+-- and a batch that still finds a lease queues that id on EVERY document of the batch as a
+-- waiter of mode shared and key count 0: "wake only, never granted" (see serve). So a writer
+-- takes its turn in the FIFO: exclusive waiters queued before it go first, and the ones queued
+-- after it cannot take the lease while its entry stands (grantable admits only the head), so a
+-- stream of lock holders cannot starve it; shared waiters are not held back by it, nor is it by
+-- shared leases. When the lease ends, the release wakes the writer (pub/sub), its batch runs,
+-- and the same script takes its entries out and serves the next waiters (write_dequeue).
+
+-- The earliest expiry (server clock) among the live owners of B's default-action exclusive
+-- lease, or nil when there is none.
+local function default_exclusive(B)
+  local L = B .. ':l:default'
+  if redis.call('HGET', L, 'm') ~= 'exclusive' then return nil end
+  local now = now_ms()
+  local h = redis.call('HGETALL', L)
+  local soonest = nil
+  for i = 1, #h, 2 do
+    if ssub(h[i], 1, 2) == 'o:' then
+      local exp = tonumber(h[i + 1])
+      if exp > now and (not soonest or exp < soonest) then soonest = exp end
+    end
+  end
+  return soonest
+end
+
+-- nil when the batch may run now; otherwise its answer ('{"ok":0,"locked":<write index>,
+-- "retry":<ms until the lease's expiry>}'), having written nothing but, with env.q, the
+-- writer's queue entries. cache (writes.lua): B -> expiry or false, for the call (no lease
+-- changes hands while the call's batches run: the dequeues come after them all).
+local function write_gate(env, keyof, cache)
+  local lockedAt, soonest, seen = nil, nil, {}
+  for idx, w in ipairs(env.w) do
+    local d = w.d
+    if not seen[d] then
+      seen[d] = true
+      local B = keyof(d)
+      local exp
+      if cache and cache[B] ~= nil then
+        exp = cache[B]
+      else
+        exp = default_exclusive(B) or false
+        if cache then cache[B] = exp end
+      end
+      if exp then
+        lockedAt = lockedAt or idx
+        if not soonest or exp < soonest then soonest = exp end
+      end
+    end
+  end
+  if not lockedAt then return nil end
+  local now = now_ms()
+  if env.q then
+    local ttl = env.qt
+    local entry = 'shared|' .. (now + ttl) .. '|' .. env.ch .. '|' .. env.q .. '|0|0'
+    for d in pairs(seen) do
+      local B = keyof(d)
+      local Q, QA = B .. ':q:default', B .. ':qa:default'
+      if redis.call('HSET', QA, env.q, entry) == 1 then redis.call('RPUSH', Q, env.q) end
+      redis.call('PEXPIRE', Q, ttl * 3)
+      redis.call('PEXPIRE', QA, ttl * 3)
+    end
+  end
+  return '{"ok":0,"locked":' .. (lockedAt - 1) .. ',"retry":' .. math.max(0, soonest - now) .. '}'
+end
+
+-- A queued writer's batch ran (applied or refused): take its entries out of the queues of its
+-- documents and serve whoever they held back (by pub/sub, also for the caller's own process).
+local function write_dequeue(env, keyof)
+  local now, seen = now_ms(), {}
+  for _, w in ipairs(env.w) do
+    local d = w.d
+    if not seen[d] then
+      seen[d] = true
+      local B = keyof(d)
+      local L, Q, QA = B .. ':l:default', B .. ':q:default', B .. ':qa:default'
+      if redis.call('HDEL', QA, env.q) == 1 then
+        redis.call('LREM', Q, 0, env.q)
+        wake(L, Q, QA, B, B .. ':f', now, nil)
+      end
+    end
+  end
 end

@@ -30,6 +30,7 @@ import {
   compactCommitReply,
   nextId,
   type Reply,
+  readReply,
   shortCommit,
   toDoc,
   type WireDoc,
@@ -349,7 +350,12 @@ export class RedisBackend implements Backend {
     };
 
     if (r.nowait || r.skipLocked) {
-      const g = await attempt('', '');
+      const g = await attempt('', '').catch(async (err: unknown) => {
+        // The reply was lost: the script may have granted us the lease. Give it back rather than
+        // leave the keys held until leaseMs (nothing is queued under the empty waiter id).
+        await this.#script('leave', keys5, ['', owner], true).catch(() => {});
+        throw err;
+      });
       if (g.ok === 1) return make(g, sentAt);
       if (r.skipLocked) return undefined;
       throw new LockBusyError(lockName());
@@ -401,6 +407,9 @@ export class RedisBackend implements Backend {
         stop();
         woken = false;
         const handed = granted;
+        // From the first attempt on, a failure must leave: an attempt whose reply was lost may
+        // have queued us, or granted us the lease (leave gives both back).
+        if (!handed) queued = true;
         const g = handed ?? (await attempt(wid, channel));
         if (g.ok === 1) {
           // The grant's moment as well as we know it: the send of the attempt that took it, or
@@ -496,7 +505,7 @@ export class RedisBackend implements Backend {
         }
         const reply: Reply & { grants?: LocalWakeups; x?: 1 } =
           (short && outcome ? compactCommitReply(raw, outcome.results) : undefined) ??
-          (JSON.parse(raw) as Reply & { grants?: LocalWakeups; x?: 1 });
+          readReply<Reply & { grants?: LocalWakeups; x?: 1 }>(raw, 'commit');
         // The reply goes no further than runBatch, which builds the caller's result from its
         // ok, docs and results: "x" and "grants" stay on it.
         if (reply.x) {
@@ -533,11 +542,23 @@ export class RedisBackend implements Backend {
       }
       return undefined;
     }
-    return this.#script('read', [docKey], [], false).then((raw) => {
-      const [fresh] = JSON.parse(raw as string) as Array<WireDoc | null>;
-      reply.docs[0] = fresh ?? null;
-      for (const [, g] of grants ?? []) if (g?.p) g.docs[0] = fresh ?? null;
-    });
+    return this.#script('read', [docKey], [], false).then(
+      (raw) => {
+        const [fresh] = JSON.parse(raw as string) as Array<WireDoc | null>;
+        reply.docs[0] = fresh ?? null;
+        for (const [, g] of grants ?? []) if (g?.p) g.docs[0] = fresh ?? null;
+      },
+      (err: unknown) => {
+        // The commit is applied (the script said so); only reading its document back failed.
+        // A plain BackendError would read as "not written": say that it may be written. Our
+        // waiters it granted the lease to look again (acquire answers "already yours").
+        this.#wakeups.recheckAll();
+        throw new BackendError(
+          'redis commit: the commit was applied, but reading the document back failed; read it again',
+          { cause: err, outcomeUnknown: true },
+        );
+      },
+    );
   }
 
   /**

@@ -93,7 +93,17 @@ export function toBackendError(what: string, err: unknown, writes: boolean): Loc
   if (err instanceof LockstepError) return err;
   const e = err instanceof Error ? err : new Error(String(err));
   const reply = e.name === 'ReplyError';
-  const unknown = writes && !reply;
+  // Whether a failed write may have landed. No reply at all (connection lost, timeout, a
+  // command dropped from ioredis's offline queue): the script may have run. A server error
+  // reply: Redis refuses most of them before running the script (NOSCRIPT, "Function not found",
+  // BUSY, LOADING, READONLY, MOVED, OOM, NOPERM ...), and then nothing was written. But an error
+  // raised WHILE the script runs (a redis.call() that fails, error(); Redis tags it "on
+  // @user_script:<line>" or "@user_function") does not undo the writes the script made before
+  // it: Redis has no rollback. Our scripts write documents last, after every check, yet a
+  // commit's hand-off (INCR of a fence counter) runs after its document was stored, so such an
+  // error is an unknown outcome, never "not written".
+  const ranPartly = reply && /@user_(?:script|function)/.test(e.message);
+  const unknown = writes && (!reply || ranPartly);
   return new BackendError(
     `redis ${what} failed: ${e.message}` +
       (unknown

@@ -3,8 +3,9 @@
  * leave together as ONE script call, each still atomic on its own, in order; chains of predicted
  * applies on one document are folded into one patch ({@link foldChains}).
  */
+import { BackendError, LockstepError } from '../../errors.js';
 import type { ScriptName } from './scripts.js';
-import type { Reply, Speculation } from './wire.js';
+import { type Reply, readReply, type Speculation } from './wire.js';
 
 /** Most batches combined into one write call. */
 const GROUP_MAX = 64;
@@ -63,8 +64,8 @@ export class GroupCommit {
    */
   write(keys: string[], env: object, spec?: Speculation): Promise<Reply> {
     if (this.#cluster) {
-      return this.#run('write', keys, [JSON.stringify(env)]).then(
-        (raw) => JSON.parse(raw as string) as Reply,
+      return this.#run('write', keys, [JSON.stringify(env)]).then((raw) =>
+        readReply<Reply>(raw, 'write'),
       );
     }
     return new Promise<Reply>((resolve, reject) => {
@@ -101,7 +102,7 @@ export class GroupCommit {
       if (units.length === 1) {
         const only = units[0] as Unit;
         const raw = await this.#run('write', only.keys, [JSON.stringify(only.env)]);
-        unitReplies = [JSON.parse(raw as string) as Reply];
+        unitReplies = [readReply<Reply>(raw, 'write')];
       } else {
         const union: string[] = [];
         const index = new Map<string, number>();
@@ -118,7 +119,7 @@ export class GroupCommit {
           e: u.env,
         }));
         const raw = await this.#run('writes', union, [JSON.stringify(subs)]);
-        unitReplies = JSON.parse(raw as string) as Reply[];
+        unitReplies = readReply<Reply[]>(raw, 'write');
       }
       const replies: Reply[] = [];
       for (const [i, u] of units.entries()) {
@@ -134,7 +135,16 @@ export class GroupCommit {
         (batch[i] as GroupEntry).resolve(replies[i] as Reply);
       }
     } catch (err) {
-      for (const b of batch) b.reject(err);
+      // The call failed (already a BackendError, outcomeUnknown when the reply was lost), or its
+      // reply could not be read: the script ran, so every batch of the call may have landed.
+      const e =
+        err instanceof LockstepError
+          ? err
+          : new BackendError(
+              'redis write: the reply could not be read; the write may or may not have been applied — read the document before retrying',
+              { cause: err, outcomeUnknown: true },
+            );
+      for (const b of batch) b.reject(e);
     }
   }
 }

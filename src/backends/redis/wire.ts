@@ -61,6 +61,27 @@ export interface Speculation {
   readonly results: Json[];
 }
 
+/**
+ * Parses a write script's JSON reply. The script ran (it answered), so a reply that cannot be
+ * read is an unknown outcome: BackendError with `outcomeUnknown`, never a plain SyntaxError
+ * that reads as "nothing happened".
+ *
+ * @example
+ * ```ts
+ * const reply = readReply<Reply>(raw, 'write');
+ * ```
+ */
+export function readReply<T>(raw: unknown, what: string): T {
+  try {
+    return JSON.parse(raw as string) as T;
+  } catch (err) {
+    throw new BackendError(
+      `redis ${what}: the reply could not be read (${JSON.stringify(String(raw).slice(0, 200))}); the write may or may not have been applied — read the document before retrying`,
+      { cause: err, outcomeUnknown: true },
+    );
+  }
+}
+
 export function isThenable<T>(v: T | Promise<T>): v is Promise<T> {
   return typeof (v as { then?: unknown } | undefined)?.then === 'function';
 }
@@ -261,7 +282,11 @@ export function compactCommitReply(
   if (raw.charCodeAt(0) !== 120 || raw.charCodeAt(1) !== 124) return undefined; // "x|"
   const p = raw.split('|');
   if (p.length < 4 || p.length % 2 !== 0) {
-    throw new BackendError(`redis commit: malformed reply ${JSON.stringify(raw.slice(0, 200))}`);
+    // The commit script answered "x": it ran and stored the commit; unreadable is not "refused".
+    throw new BackendError(
+      `redis commit: malformed reply ${JSON.stringify(raw.slice(0, 200))}; the commit may have been applied — read the document`,
+      { outcomeUnknown: true },
+    );
   }
   const doc = (): WireDoc => ({ v: Number(p[1]), w: p[2] as string, c: p[3] as string, f: {} });
   const reply: Reply & { x: 1; grants?: LocalWakeups } = {

@@ -16,7 +16,6 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
-import { type TrackedLease, trackLease } from '../../sync/tracked-leases.js';
 import { InflightCalls } from './calls.js';
 import { openClient, serverIdentity } from './client.js';
 import { GroupCommit } from './group.js';
@@ -72,11 +71,6 @@ const WAITER_TTL_MS = 10_000;
  */
 export class RedisBackend implements Backend {
   readonly name = 'redis';
-  /**
-   * Leases are tracked in the in-process wait-for graph (`detectDeadlocks`, default true), so the
-   * store runs each lock as a task and nested locks that would close a cycle get DeadlockError.
-   */
-  readonly tracksTasks: boolean;
   /** The server and the key prefix: backends with both equal share documents and locks. */
   readonly namespace: string;
   readonly supports: BackendCapabilities;
@@ -102,8 +96,6 @@ export class RedisBackend implements Backend {
   readonly #renewals = new Renewals();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Leaving>();
-  /** The server part of this backend's lock ids in the in-process wait-for graph. */
-  readonly #server: string;
   #closed = false;
 
   constructor(options: RedisBackendOptions) {
@@ -115,7 +107,6 @@ export class RedisBackend implements Backend {
     if (typeof detectDeadlocks !== 'boolean') {
       throw new ValidationError('redis detectDeadlocks', [{ message: 'give true or false' }]);
     }
-    this.tracksTasks = detectDeadlocks;
     const scripts = options.scripts ?? 'auto';
     if (scripts !== 'auto' && scripts !== 'functions' && scripts !== 'eval') {
       throw new ValidationError('redis scripts', [
@@ -136,8 +127,7 @@ export class RedisBackend implements Backend {
     this.#calls = new InflightCalls(callTimeout);
     this.#client = client;
     this.#owned = owned;
-    this.#server = serverIdentity(client);
-    this.namespace = `redis:${this.#server}#${prefix}`;
+    this.namespace = `redis:${serverIdentity(client)}#${prefix}`;
     this.supports = {
       sharedAcrossProcesses: true,
       durable: true,
@@ -251,15 +241,6 @@ export class RedisBackend implements Backend {
         });
         return this.#script('leave', keys5, [wid, wid], true).then(() => undefined);
       },
-      track: (docs, refs) =>
-        this.tracksTasks
-          ? trackLease(
-              docs.map((k) => this.#lockId(this.#layout.lease(k, 'default'))),
-              refs.map((r) => `${r.model} ${JSON.stringify(r.key)} (default)`),
-              false,
-              false,
-            )
-          : undefined,
       cancellable: (cancel) => {
         const leaving: Leaving = {};
         this.#waiting.set(cancel, leaving);
@@ -276,28 +257,21 @@ export class RedisBackend implements Backend {
   // --------------------------------------------------------------------------------- leases
   async acquire(request: LeaseRequest): Promise<Lease | undefined> {
     this.#assertOpen();
+    // The request's shape (keys, mode, leaseMs, timeoutMs, an aborted signal) is checked by the
+    // boundary (src/store/boundary.ts), which also tracks in-process deadlocks, for every
+    // backend. Only what is Redis's own is checked here: Cluster slots.
     const r = request;
-    const bad = (message: string) => new ValidationError('lock request', [{ message }]);
-    if (!Array.isArray(r.keys) || r.keys.length === 0) throw bad('give at least one key');
-    if (!(Number.isFinite(r.leaseMs) && r.leaseMs > 0)) throw bad('leaseMs must be > 0');
-    if (r.mode !== 'exclusive' && r.mode !== 'shared')
-      throw bad('mode must be exclusive or shared');
-    if (r.timeoutMs !== undefined && !(r.timeoutMs >= 0)) throw bad('timeoutMs must be >= 0');
-    if (r.signal?.aborted) throw r.signal.reason;
     const docs = r.keys.map((k) => this.#layout.doc(r.model, k));
     if (this.#cluster && new Set(docs.map((k) => clusterSlot(k.tag))).size > 1) {
-      throw bad(
-        'these keys live in different Redis Cluster slots; co-locate them with redis({ hashTag })',
-      );
+      throw new ValidationError('lock request', [
+        {
+          message:
+            'these keys live in different Redis Cluster slots; co-locate them with redis({ hashTag })',
+        },
+      ]);
     }
     const leases = docs.map((k) => this.#layout.lease(k, r.action));
-    // In-process deadlock tracking is the boundary's (src/store/boundary.ts), for every backend.
-    return this.#take(r, docs, leases, undefined);
-  }
-
-  /** The id of a lease's keys in the in-process wait-for graph (the same for every backend on this server and prefix). */
-  #lockId(l: LeaseKeys): string {
-    return `redis\u0000${this.#server}\u0000${l.lease}`;
+    return this.#take(r, docs, leases);
   }
 
   /** Takes the lease (nowait, or queued with wake-ups until granted, timed out or cancelled). */
@@ -305,7 +279,6 @@ export class RedisBackend implements Backend {
     r: LeaseRequest,
     docs: DocKeys[],
     leases: LeaseKeys[],
-    tracked: TrackedLease | undefined,
   ): Promise<RedisLease | undefined> {
     const keys5 = docs.flatMap((k, i) => {
       const l = leases[i] as LeaseKeys;
@@ -341,7 +314,6 @@ export class RedisBackend implements Backend {
           return w ? toDoc(r.keys[i] as string, w) : undefined;
         }),
         fences: g.fences,
-        tracked,
         renewals: this.#renewals,
         grantedAt,
       });
@@ -603,10 +575,8 @@ export class RedisBackend implements Backend {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const lease of [...this.#leases]) {
-      lease._stop();
-      lease._untrack();
-    }
+    // Nobody renews them from here on: they are lost (lost, signal), and expire in Redis.
+    for (const lease of [...this.#leases]) lease._closed();
     const closedError = new BackendError('the redis backend was closed while waiting for a lock');
     // Cancelled waiters leave their queues (a script) before the connection goes away; otherwise
     // a stale entry could be handed the lease and hold the key until that lease expires.

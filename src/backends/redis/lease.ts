@@ -1,12 +1,13 @@
 /**
  * A held lease: renews itself while held (a failed renewal marks it lost), commits through the
  * commit script (fenced: refused once the lease is lost) and releases idempotently, never hiding
- * the caller's own error behind a release failure. While held it is a hold in the in-process
- * wait-for graph (when the backend tracks tasks), until its commit, release, close or expiry.
+ * the caller's own error behind a release failure. It knows when it is lost: `lost` and `signal`
+ * (a refused renewal, renewals failing past leaseMs, leaseMs passed with `renew: false`).
+ * (Commits outside the lease and the in-process wait-for graph are the boundary's,
+ * src/store/boundary.ts.)
  */
-import { LeaseLostError, ValidationError } from '../../errors.js';
+import { LeaseLostError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
-import type { TrackedLease } from '../../sync/tracked-leases.js';
 import type { DocKeys } from './keys.js';
 import type { Renewals } from './renewals.js';
 import type { ScriptName } from './scripts.js';
@@ -39,7 +40,9 @@ export class RedisLease implements Lease {
   readonly fences: readonly number[];
   #lost = false;
   #done = false;
-  readonly #lostSignal = new AbortController();
+  /** Made when `signal` is first read (most locks never read it: no AbortController each). */
+  #lostSignal: AbortController | undefined;
+  #lostReason: LeaseLostError | undefined;
   /** Renewing (the lease is in the backend's renewals). */
   #renewing = false;
   /**
@@ -55,7 +58,6 @@ export class RedisLease implements Lease {
   readonly #request: LeaseRequest;
   readonly #lockName: () => string;
   readonly #incarnations: Map<string, string>;
-  readonly #tracked: TrackedLease | undefined;
   /**
    * Marks the lease lost when it has expired on the server for all we know: at leaseMs after the
    * grant with `renew: false`, and at leaseMs after the last successful renewal's send while a
@@ -77,7 +79,6 @@ export class RedisLease implements Lease {
       docs: Array<StoredDoc | undefined>;
       fences: number[];
       incarnations: Map<string, string>;
-      tracked: TrackedLease | undefined;
       renewals: Renewals;
       /** `performance.now()` at (or just before) the grant on the server. */
       grantedAt: number;
@@ -94,11 +95,8 @@ export class RedisLease implements Lease {
     this.docs = o.docs;
     this.fences = o.fences;
     this.#incarnations = o.incarnations;
-    this.#tracked = o.tracked;
-    o.tracked?.granted();
     if (!o.request.renew) {
-      // Redis frees the keys leaseMs after the grant: the lease is lost then (and no longer held
-      // in the wait-for graph: a cycle through a lapsed lease is not one, its waiter gets the key).
+      // Redis frees the keys leaseMs after the grant: the lease is lost then.
       this.#armExpiry('it was not renewed (renew: false) and leaseMs passed');
     } else {
       this.#renewing = true;
@@ -111,6 +109,10 @@ export class RedisLease implements Lease {
   }
 
   get signal(): AbortSignal {
+    if (!this.#lostSignal) {
+      this.#lostSignal = new AbortController();
+      if (this.#lostReason) this.#lostSignal.abort(this.#lostReason);
+    }
     return this.#lostSignal.signal;
   }
 
@@ -158,15 +160,15 @@ export class RedisLease implements Lease {
     if (this.#done) return;
     if (!this.#lost) {
       this.#lost = true;
-      this.#lostSignal.abort(new LeaseLostError(this.#lockName(), why));
+      this.#lostReason = new LeaseLostError(this.#lockName(), why);
+      this.#lostSignal?.abort(this.#lostReason);
     }
     this._stop();
-    this._untrack();
   }
 
-  /** @internal the lease no longer holds its keys in the wait-for graph (idempotent). */
-  _untrack(): void {
-    this.#tracked?.released();
+  /** @internal the backend closed: nothing renews the lease any more, it is lost. */
+  _closed(): void {
+    this.#markLost('its backend was closed');
   }
 
   /** @internal stops renewing and the expiry timer (commit, release, close). */
@@ -186,15 +188,6 @@ export class RedisLease implements Lease {
         detail: 'this lease was already committed or released',
       };
     }
-    const allowed = new Set(this.#request.keys);
-    for (const [i, w] of writes.entries()) {
-      if (w.model !== this.#request.model || !allowed.has(w.key)) {
-        await this.release();
-        throw new ValidationError(`lock commit write ${i}`, [
-          { message: `${w.model} ${JSON.stringify(w.key)} is not covered by this lease` },
-        ]);
-      }
-    }
     this.#done = true;
     this._stop();
     try {
@@ -208,12 +201,13 @@ export class RedisLease implements Lease {
       if (!r.applied && r.reason === 'fence') this.#lost = true;
       return r;
     } catch (err) {
-      // Outcome unknown or bad input: make sure the lease does not linger until it expires.
+      // The outcome is unknown (BackendError with outcomeUnknown, passed on as it is: never a
+      // refusal). Make sure the lease does not linger until it expires. The release cannot undo
+      // a commit that ran (it finds the lease gone and only serves the next waiter); if it
+      // overtakes one that has not run yet, that commit is then refused (fence). Either way the
+      // caller was told the truth: unknown.
       void this.#backend._release(this.#keys5, this.#owner).catch(() => {});
       throw err;
-    } finally {
-      // Committed (the lease is released in the same script), refused, or released above.
-      this._untrack();
     }
   }
 
@@ -241,7 +235,7 @@ export class RedisLease implements Lease {
       // Never hide the caller's own error behind a release failure.
       () => false,
     );
-    return this.#released.finally(() => this._untrack());
+    return this.#released;
   }
 
   /** @internal for debugging. */

@@ -11,7 +11,6 @@
  */
 import { BackendError, LockTimeoutError } from '../../errors.js';
 import type { DocRef, WriteOptions } from '../../store/backend.js';
-import type { TrackedLease } from '../../sync/tracked-leases.js';
 import type { DocKeys } from './keys.js';
 import type { Wakeups } from './wakeups.js';
 import { nextId } from './wire.js';
@@ -32,13 +31,6 @@ export interface WriteWaitHost {
    * be called (once the writer has left its queues). Returns the unregistration.
    */
   cancellable(cancel: (error: unknown) => void): { left(): void };
-  /**
-   * Records the wait in the in-process wait-for graph (when the backend tracks tasks): throws
-   * DeadlockError when a task of this process that holds one of `docs` exclusively would wait
-   * for this write (the lock holder writing its own document without its lock, directly or
-   * through another task it awaits). Undefined when not tracked.
-   */
-  track(docs: readonly DocKeys[], refs: readonly DocRef[]): TrackedLease | undefined;
 }
 
 /**
@@ -63,7 +55,6 @@ export class WriteWait implements LockWait {
   #deadline: NodeJS.Timeout | undefined;
   #onAbort: (() => void) | undefined;
   #registration: { left(): void } | undefined;
-  #tracked: TrackedLease | undefined;
   /** The doc (index into refs) the last "locked" answer named, for the timeout's message. */
   #lockedDoc = 0;
 
@@ -91,8 +82,7 @@ export class WriteWait implements LockWait {
     if (this.queue === undefined) {
       // The first "locked": the batch was not queued yet. Register for wake-ups BEFORE the
       // queueing attempt, so that no wake-up sent after it can be missed, then go again at once.
-      // A wait on a lock this very process holds is a deadlock: said now, nothing queued.
-      this.#tracked = this.#host.track(this.#docs, this.#refs);
+      // (A wait on a lock held by this very flow is the boundary's DeadlockError, before this.)
       this.#start();
       const subscribing = this.#host.wakeups.subscribe();
       if (subscribing) await subscribing;
@@ -121,7 +111,6 @@ export class WriteWait implements LockWait {
   }
 
   finish(ran: boolean): Promise<void> | undefined {
-    this.#tracked?.abandoned();
     this.#host.wakeups.waiters.delete(this.#wid);
     if (this.#deadline) clearTimeout(this.#deadline);
     if (this.#onAbort) this.#options?.signal?.removeEventListener('abort', this.#onAbort);

@@ -15,8 +15,10 @@ import { redis } from '../../../src/backends/redis/index.js';
 import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import {
   type Backend,
+  bounded,
   createStore,
   DeadlockError,
+  LeaseLostError,
   LockTimeoutError,
   runAsTask,
   ValidationError,
@@ -229,7 +231,7 @@ describe('nested locks in one process (Redis)', () => {
     expect(trackedLocks()).toBe(0);
   });
 
-  it('a lease that is not renewed stops holding once it lapses: waiting for it closes no cycle', async () => {
+  it('a lease that is not renewed stops holding once it lapses: waiting for it closes no cycle (and its holder learns it lost the lease)', async () => {
     const name = modelName();
     const M0 = createStore(b0).model(name, doc);
     const M1 = createStore(b1).model(name, doc);
@@ -261,7 +263,10 @@ describe('nested locks in one process (Redis)', () => {
       ]),
       'lapsed lease',
     );
-    expect(results.map((r) => r.status)).toStrictEqual(['fulfilled', 'fulfilled']);
+    // A's lease on x lapsed before its fn ended: its lock rejects (it wrote nothing to x; its
+    // inner lock on y, a lock of its own, landed). B took x and finished.
+    expect(results.map((r) => r.status)).toStrictEqual(['rejected', 'fulfilled']);
+    expect((results[0] as PromiseRejectedResult).reason).toBeInstanceOf(LeaseLostError);
     const [x, y] = await b0.read([
       { model: name, key: 'x' },
       { model: name, key: 'y' },
@@ -400,8 +405,8 @@ describe('nested locks in one process (Redis)', () => {
         throw new Error('mine');
       }),
     ).rejects.toThrow('mine');
-    // a lease taken directly (outside any task) holds until released
-    const closer = redis({ url, prefix });
+    // a lease taken directly (outside any task, through the boundary) holds until released
+    const closer = bounded(redis({ url, prefix }));
     const held = await closer.acquire({
       model: name,
       keys: ['x'],
@@ -418,9 +423,10 @@ describe('nested locks in one process (Redis)', () => {
     await closer.close();
     expect(await leftovers()).toStrictEqual([]);
     expect(trackedLocks()).toBe(0);
-    // a lease held when its backend closes stops counting as a hold
-    const holding = redis({ url, prefix });
-    await holding.acquire({
+    // a lease held when its backend closes is lost (the graph asks lease.lost: it no longer
+    // holds anyone back)
+    const holding = bounded(redis({ url, prefix }));
+    const kept = await holding.acquire({
       model: name,
       keys: ['x'],
       action: 'other',
@@ -431,7 +437,12 @@ describe('nested locks in one process (Redis)', () => {
       skipLocked: false,
     });
     expect(trackedLocks()).toBe(1);
+    expect(kept?.lost).toBe(false);
     await holding.close();
+    expect(kept?.lost).toBe(true);
+    expect(kept?.signal.aborted).toBe(true);
+    // Its release (the boundary's cue to leave the graph) says it no longer held.
+    expect(await kept?.release()).toBe(false);
     expect(trackedLocks()).toBe(0);
   });
 });

@@ -469,6 +469,9 @@ export class RedisBackend implements Backend {
         let raw = await this.#serving('commit', allKeys, args);
         if (raw === 'e') {
           // The general path, with the envelope and without the short form (already refused).
+          // Safe to send: "e" means the script wrote nothing and left the lease held (it answers
+          // so only before storing or releasing anything), so this commit cannot land twice; the
+          // lease may have expired meanwhile, and then this one is refused (fence), exactly.
           raw = await this.#serving('commit', allKeys, [
             ...args.slice(0, 2),
             JSON.stringify(env),

@@ -5,8 +5,14 @@
  * - Every write is ONE Lua script (one round trip): guards evaluated on the server, all documents
  *   validated first, then all written — never a partial write.
  * - Locks are leases per (model, key, action) with an owner token and a strictly increasing
- *   fencing token; waiters queue in FIFO order in Redis and are woken by pub/sub (a timer only
- *   backs up leases that expire silently); leases renew themselves while held.
+ *   fencing token (a counter with a TTL, seeded from the server's clock in microseconds, so a
+ *   locked name leaves no key behind for good; see next_fence in lib.lua); waiters queue in FIFO
+ *   order in Redis and are woken by pub/sub (a timer only backs up leases that expire silently);
+ *   leases renew themselves while held, and know when they are lost (`lost`, `signal`).
+ * - Plain writes wait for an exclusive lease of the default action on any of their documents:
+ *   the write script answers "locked" having written nothing, the writer queues in the same FIFO
+ *   (never granted, only woken: lock holders arriving after it cannot overtake it), and its batch
+ *   runs once the lease ends. An uncontended write is still one script call.
  * - Scripts run as one function library (FUNCTION LOAD once, then FCALL) on Redis 7+ and Valkey,
  *   or by EVALSHA with `scripts: 'eval'` (and automatically where FUNCTION LOAD is refused).
  * - Schema checks of `apply` run in JavaScript on a predicted post-image; the script commits only
@@ -24,12 +30,14 @@
  *   across slots are refused only with `cluster: true` (or an ioredis Cluster client): on a single
  *   node every batch runs in one script. `hashTag` co-locates documents.
  * - Deadlocks: Redis cannot see a cycle that goes through the client (a nested `lock()` waits
- *   in JavaScript while the outer lease sits idle), so every lease of this process is tracked in
- *   the in-process wait-for graph (`src/sync/tracked-leases.ts`, `tracksTasks`): a wait that
- *   would close a cycle fails at once with DeadlockError. Cross-process cycles end at `timeoutMs`.
+ *   in JavaScript while the outer lease sits idle); the store's boundary tracks this process's
+ *   leases and waiting writes in the in-process wait-for graph (`detectDeadlocks` sets
+ *   `supports.inProcessDeadlocks`), so such a wait fails at once with DeadlockError.
+ *   Cross-process cycles end at `timeoutMs`.
  * - Failures: connection loss, timeouts and server errors become BackendError with the driver's
- *   error as `cause`; a write whose reply was lost has `outcomeUnknown: true`. The client we open
- *   never re-sends unanswered commands (autoResendUnfulfilledCommands: false).
+ *   error as `cause`; a write whose reply was lost, or whose script failed part-way (Redis keeps
+ *   what a failing script already wrote), has `outcomeUnknown: true`. The client we open never
+ *   re-sends unanswered commands (autoResendUnfulfilledCommands: false).
  *
  * @example
  * ```ts
@@ -75,9 +83,10 @@ export interface RedisBackendOptions {
    */
   commandTimeoutMs?: number;
   /**
-   * Detect nested locks taken in opposite orders within this process (default true): the store
-   * then runs each lock as a task (AsyncLocalStorage), and a wait that would close a cycle (or
-   * re-enter a key and action held by the enclosing lock) fails at once with DeadlockError,
+   * Detect nested locks taken in opposite orders within this process (default true; declared as
+   * `supports.inProcessDeadlocks`): the store then runs each lock as a task (AsyncLocalStorage),
+   * and a wait that would close a cycle (or re-enter a key and action held by the enclosing
+   * lock, or write a document the enclosing lock holds) fails at once with DeadlockError,
    * without queueing in Redis, instead of waiting until `timeoutMs` (forever without one).
    * Cycles through other processes are never seen here: they end at `timeoutMs`.
    */

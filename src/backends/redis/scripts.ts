@@ -154,6 +154,7 @@ async function evalScript(
   try {
     return await client.evalsha(s.sha, keys.length, ...keys, ...args);
   } catch (err) {
+    // NOSCRIPT: the script is not in the server's cache, so nothing ran: send its source.
     if (isError(err, 'NOSCRIPT')) return client.eval(s.source, keys.length, ...keys, ...args);
     throw err;
   }
@@ -206,6 +207,9 @@ export function rerunScript(
   args: readonly (string | number)[],
   mode: ScriptMode | 'auto' = 'auto',
 ): Promise<unknown> | undefined {
+  // Safe to send again, for writes too: Redis answers "Function not found" (and NOSCRIPT) when
+  // it looks the function up, before running anything, so the first call wrote nothing. Any
+  // other error may come from a script that ran (partly): never retried here.
   if (!isError(err, 'ERR Function not found')) return undefined;
   return reloaded(client, load().entries.get(name) as Loaded, keys, args, mode);
 }

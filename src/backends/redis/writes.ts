@@ -248,6 +248,10 @@ export class WritePath {
         } finally {
           if (gated.length > 0) this.#leave(gated);
         }
+        // "stale": the script found the document moved since our prediction and wrote NOTHING
+        // of this batch (it checks every predicted base before storing anything; see run_batch),
+        // so sending it again, predicted on the state it returned, cannot apply it twice. The
+        // same for "locked". A lost reply is not retried: it rejects (outcomeUnknown).
         if (r === 'stale') {
           if (++divergence > 1000) {
             throw new BackendError(

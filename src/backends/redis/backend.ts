@@ -219,7 +219,8 @@ export class RedisBackend implements Backend {
     this.#assertOpen();
     const plan = this.#writes.plan(writes, 'store.apply');
     if (writes.length === 0) return { applied: true, docs: [], results: [] };
-    const started = performance.now();
+    // When the write began, for its timeoutMs (read only when one was given).
+    const started = options?.timeoutMs === undefined ? 0 : performance.now();
     return this.#writes.runBatch(
       plan,
       (keys, env, spec) => this.#group.write(keys, env, spec),

@@ -435,7 +435,9 @@ export class Model<T, In = T> {
       if (writes.length === 0) {
         // Nothing to write, but the caller acted on what it read under the lease: it resolves
         // only if the lease held until now.
-        if (!(await lease.release())) {
+        // `lost` too: once the backend said so (ctx.signal aborted), the call cannot succeed, even
+        // if the server had not yet dropped the lease when the release reached it.
+        if (!(await lease.release()) || lease.lost) {
           throw new LeaseLostError(
             lockName(this.name, keys, action),
             'the lease was lost before the callback ended (it expired or was taken over); nothing was written',

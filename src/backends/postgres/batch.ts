@@ -8,9 +8,9 @@ import type { DocWrite, WriteResult } from '../../store/backend.js';
 import { type Conn, toError } from './conn.js';
 import type { PgContext } from './context.js';
 import { RetryBatch } from './errors.js';
-import type { PgLease } from './lease.js';
 import { fillIncarnations, planWrites, refuse } from './planner.js';
 import { docId, parseRow, type Raw, type Row } from './rows.js';
+import type { WriteScope } from './scope.js';
 import { COLUMNS, isConnectionLoss, lit, sqlState } from './sql.js';
 
 /**
@@ -22,7 +22,8 @@ export async function batch(
   ctx: PgContext,
   conn: Conn,
   writes: readonly DocWrite[],
-  lease: PgLease | undefined,
+  lease: WriteScope | undefined,
+  onPlanned?: (result: WriteResult & { applied: true }) => void,
 ): Promise<WriteResult> {
   // The documents touched, and which of them must be (re)read under a row lock.
   const pre = new Map<string, Row | undefined>();
@@ -59,10 +60,13 @@ export async function batch(
   }
   const plan = await planWrites(ctx, writes, pre, lease);
   if (!plan.ok) {
-    if (lease) await lease.releaseConn();
+    if (lease) await lease.end();
     else await conn.query('ROLLBACK');
     return plan.refusal;
   }
+  // The result is known before the final message is sent: a lease commit whose reply is lost
+  // reports it once the server says the transaction committed (lost-commit.ts).
+  onPlanned?.(plan.result);
   try {
     fillIncarnations(plan, await conn.query([...plan.sql, 'COMMIT'].join('; ')));
   } catch (err) {

@@ -11,12 +11,36 @@ export class Conn {
   open = false;
   #released = false;
   readonly #onError: (err: unknown) => void;
+  readonly #onEnd: () => void;
+  /** Called once, the first time the connection is known dead (see {@link onDeath}). */
+  #deathWatch: ((err: unknown) => void) | undefined;
   constructor(client: PoolClient) {
     this.client = client;
-    this.#onError = (err: unknown) => {
-      this.dead ??= err ?? new Error('connection lost');
-    };
+    this.#onError = (err: unknown) => this.#died(err ?? new Error('connection lost'));
+    this.#onEnd = () => this.#died(new Error('the PostgreSQL connection ended'));
     client.on('error', this.#onError);
+    client.on('end', this.#onEnd);
+  }
+
+  /** The server's process id of this session (BackendKeyData), if the driver knows it. */
+  get pid(): number | undefined {
+    return (this.client as unknown as { processID?: number }).processID;
+  }
+
+  /**
+   * Calls `watch` the moment the session is known gone: the driver's 'error' or 'end' event, or
+   * a query failing with a connection loss. Never called after {@link done}.
+   */
+  onDeath(watch: (err: unknown) => void): void {
+    this.#deathWatch = watch;
+  }
+
+  #died(err: unknown): void {
+    if (this.dead !== undefined) return;
+    this.dead = err;
+    const watch = this.#deathWatch;
+    this.#deathWatch = undefined;
+    watch?.(err);
   }
 
   /** Runs SQL text; marks the connection dead when the failure says the session is gone. */
@@ -31,7 +55,7 @@ export class Conn {
       if (/(?:^|;\s*)(?:COMMIT|ROLLBACK)$/.test(text)) this.open = false;
       return r;
     } catch (err) {
-      if (isConnectionLoss(err)) this.dead ??= err;
+      if (isConnectionLoss(err)) this.#died(err);
       throw err;
     }
   }
@@ -40,7 +64,7 @@ export class Conn {
     try {
       return await this.client.query({ text, values, types: RAW, ...(name ? { name } : {}) });
     } catch (err) {
-      if (isConnectionLoss(err)) this.dead ??= err;
+      if (isConnectionLoss(err)) this.#died(err);
       throw err;
     }
   }
@@ -59,7 +83,9 @@ export class Conn {
     }
     if (this.#released) return;
     this.#released = true;
+    this.#deathWatch = undefined;
     this.client.removeListener('error', this.#onError);
+    this.client.removeListener('end', this.#onEnd);
     // A dead or suspicious connection is destroyed rather than reused.
     const bad = destroy || this.dead !== undefined;
     // Keep a no-op listener: a late socket error on a client being torn down must not crash.

@@ -1,21 +1,50 @@
 /**
  * A held lease: an open transaction on one connection, renewed while the caller's function runs,
- * lost when its session ends or it outlives `leaseMs`.
+ * lost when its session ends, a renewal fails, or (with `renew: false`) it outlives `leaseMs`.
+ * It is the {@link WriteScope} its commit runs in; committing itself is the host's (`commit.ts`).
  */
+import { LeaseLostError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
 import type { Conn } from './conn.js';
-import type { Leases } from './leases.js';
 import { refuse } from './planner.js';
 import { lockName, type Row, storedDoc } from './rows.js';
+import type { WriteScope } from './scope.js';
 import type { TrackedLease } from './tasks.js';
 
-/** A held lease: an open transaction on one connection. */
-export class PgLease implements Lease {
+/** What a lease needs from whoever took it: committing it, and forgetting it once it ended. */
+export interface LeaseHost {
+  commit(lease: PgLease, conn: Conn, writes: readonly DocWrite[]): Promise<WriteResult>;
+  forget(lease: PgLease): void;
+}
+
+/** What the acquire statement read once the locks were held. */
+export interface Grant {
+  readonly rows: Map<string, Row>;
+  readonly fence: number;
+  /** The lease transaction's id (`txid_current()`), to settle a commit whose reply was lost. */
+  readonly txid: string;
+  /** The rows are locked `FOR NO KEY UPDATE` for the lease's life (default action, exclusive). */
+  readonly rowLocked: boolean;
+}
+
+/**
+ * A held lease: an open transaction on one connection.
+ *
+ * @example
+ * ```ts
+ * const lease = new PgLease(host, conn, request, grant, tracked);
+ * await lease.commit([{ kind: 'patch', model, key, ops }]);
+ * ```
+ */
+export class PgLease implements Lease, WriteScope {
   readonly docs: ReadonlyArray<StoredDoc | undefined>;
   readonly fences: readonly number[];
   readonly fence: number;
+  readonly txid: string;
   readonly name: string;
-  readonly #backend: Leases;
+  /** The server process of the lease's session (to tell when it is gone after a lost reply). */
+  readonly pid: number | undefined;
+  readonly #host: LeaseHost;
   readonly #conn: Conn;
   readonly #req: LeaseRequest;
   readonly #rows: Map<string, Row>;
@@ -24,46 +53,54 @@ export class PgLease implements Lease {
   readonly #deadline: number;
   #timer: NodeJS.Timeout | undefined;
   #renewFailed: unknown;
+  /** Commit or release began: the lease is no longer the caller's to lose. */
   #settled = false;
   #deadBeforeCommit = false;
+  #released: Promise<boolean> | undefined;
+  #ended = false;
   readonly #lostSignal = new AbortController();
   readonly #tracked: TrackedLease;
 
-  constructor(
-    backend: Leases,
-    conn: Conn,
-    req: LeaseRequest,
-    rows: Map<string, Row>,
-    fence: number,
-    rowLocked: boolean,
-    tracked: TrackedLease,
-  ) {
+  constructor(host: LeaseHost, conn: Conn, req: LeaseRequest, grant: Grant, tracked: TrackedLease) {
     this.#tracked = tracked;
     tracked.granted();
-    this.#backend = backend;
+    this.#host = host;
     this.#conn = conn;
     this.#req = req;
-    this.#rows = rows;
-    this.#rowLocked = rowLocked && req.mode === 'exclusive';
+    this.#rows = grant.rows;
+    this.#rowLocked = grant.rowLocked;
     this.#keys = new Set(req.keys);
-    this.fence = fence;
+    this.fence = grant.fence;
+    this.txid = grant.txid;
+    this.pid = conn.pid;
     this.name = lockName(req.model, req.keys, req.action);
     this.docs = req.keys.map((k) => {
-      const r = rows.get(k);
+      const r = grant.rows.get(k);
       return r ? storedDoc(r) : undefined;
     });
-    this.fences = req.keys.map(() => fence);
+    this.fences = req.keys.map(() => grant.fence);
     this.#deadline = performance.now() + req.leaseMs;
+    // The session ending (server timeout, terminated, network) loses the lease at once.
+    conn.onDeath(() => this.#lose('its PostgreSQL session ended'));
     if (req.renew) {
+      // Renewal keeps the session busy so idle_in_transaction_session_timeout never fires.
       const every = Math.max(1, Math.floor(req.leaseMs / 3));
       this.#timer = setInterval(() => {
         if (this.#settled || this.#conn.dead !== undefined) return;
         this.#conn.query('SELECT 1').catch((err: unknown) => {
           this.#renewFailed ??= err;
+          this.#lose('renewing it failed');
         });
       }, every);
-      this.#timer.unref();
+    } else {
+      // Without renewal the server ends the idle session at leaseMs; say so at that moment too,
+      // whether or not the session is idle then.
+      this.#timer = setTimeout(
+        () => this.#lose(`it expired after leaseMs (${req.leaseMs} ms) without renewal`),
+        Math.min(2_147_483_647, Math.max(1, Math.ceil(req.leaseMs))),
+      );
     }
+    this.#timer.unref();
   }
 
   get signal(): AbortSignal {
@@ -72,37 +109,34 @@ export class PgLease implements Lease {
 
   get lost(): boolean {
     return (
+      this.#lostSignal.signal.aborted ||
       this.#conn.dead !== undefined ||
       this.#renewFailed !== undefined ||
       (!this.#req.renew && performance.now() > this.#deadline)
     );
   }
 
-  /** @internal */
+  /** @internal the lease was known lost before its commit was sent (nothing was sent). */
   get wasDeadBeforeCommit(): boolean {
     return this.#deadBeforeCommit;
   }
 
-  /** @internal the row read (and locked) at acquire, for the default action's exclusive leases. */
   lockedRow(model: string, key: string): Row | undefined {
     if (!this.#rowLocked || model !== this.#req.model) return undefined;
     return this.#rows.get(key);
   }
 
-  /** @internal the incarnation of `key` when the lease read it (undefined if it was missing). */
   incarnation(model: string, key: string): number | undefined {
     if (model !== this.#req.model) return undefined;
     return this.#rows.get(key)?.incarnation;
   }
 
-  /** @internal the document as the lease read it (undefined if it was missing or not covered). */
   snapshot(model: string, key: string): StoredDoc | undefined {
     if (model !== this.#req.model) return undefined;
     const at = this.#req.keys.indexOf(key);
     return at < 0 ? undefined : this.docs[at];
   }
 
-  /** @internal */
   covers(model: string, key: string): boolean {
     return model === this.#req.model && this.#keys.has(key);
   }
@@ -111,31 +145,57 @@ export class PgLease implements Lease {
     if (this.#settled) {
       return refuse('fence', 0, 'the lease was already committed or released');
     }
-    this.#stopRenew();
+    this.#settled = true;
+    this.#stopTimer();
     if (this.lost) {
+      // Nothing is sent: exact, the lease's transaction never commits.
       this.#deadBeforeCommit = true;
-      await this.releaseConn();
-      return refuse('fence', 0, 'the lease expired before the commit; nothing was written');
+      await this.end();
+      return refuse('fence', 0, 'the lease was lost before the commit; nothing was written');
     }
     if (writes.length === 0) {
-      await this.releaseConn();
+      await this.end();
       return { applied: true, docs: [], results: [] };
     }
-    return this.#backend.commitLease(this, this.#conn, writes);
+    return this.#host.commit(this, this.#conn, writes);
   }
 
-  async release(): Promise<boolean> {
-    const held = !this.lost;
-    await this.releaseConn();
+  /**
+   * Ends the lease without writing: true when it still held, i.e. its transaction was open and
+   * its ROLLBACK succeeded (the locks were ours until then); false when it was lost before, or
+   * was already committed. Idempotent: a second call resolves what the first did.
+   */
+  release(): Promise<boolean> {
+    this.#released ??= this.#release();
+    return this.#released;
+  }
+
+  async #release(): Promise<boolean> {
+    if (this.#settled) return false;
+    this.#settled = true;
+    this.#stopTimer();
+    if (this.lost) {
+      await this.end();
+      return false;
+    }
+    let held = false;
+    try {
+      await this.#conn.query('ROLLBACK');
+      held = true;
+    } catch {
+      // The session is gone or broken: the locks went with it, at some moment before now.
+    }
+    await this.end();
     return held;
   }
 
-  /** @internal ends the transaction (ROLLBACK unless committed) and returns the connection. */
-  async releaseConn(): Promise<void> {
-    this.#stopRenew();
-    if (this.#settled) return;
+  /** Ends the transaction (ROLLBACK unless it committed) and returns the connection. */
+  async end(): Promise<void> {
     this.#settled = true;
-    this.#backend.forget(this);
+    this.#stopTimer();
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#host.forget(this);
     try {
       await this.#conn.done();
     } finally {
@@ -143,8 +203,17 @@ export class PgLease implements Lease {
     }
   }
 
-  #stopRenew(): void {
-    if (this.#timer) clearInterval(this.#timer);
+  #lose(why: string): void {
+    if (this.#settled || this.#lostSignal.signal.aborted) return;
+    this.#stopTimer();
+    this.#lostSignal.abort(new LeaseLostError(this.name, why));
+  }
+
+  #stopTimer(): void {
+    if (this.#timer) {
+      clearInterval(this.#timer);
+      clearTimeout(this.#timer);
+    }
     this.#timer = undefined;
   }
 }

@@ -15,9 +15,9 @@ import type {
 } from '../../store/backend.js';
 import type { Conn } from './conn.js';
 import type { PgContext } from './context.js';
-import type { PgLease } from './lease.js';
 import { type Refusal, refuse } from './planner.js';
 import { docId, RAW, type Raw } from './rows.js';
+import type { WriteScope } from './scope.js';
 import { jsonbProblem, lit, sqlState } from './sql.js';
 
 /**
@@ -31,7 +31,7 @@ import { jsonbProblem, lit, sqlState } from './sql.js';
 async function leaseWriteSql(
   ctx: PgContext,
   w: DocWrite,
-  lease: PgLease,
+  lease: WriteScope,
 ): Promise<{ sql: string; checked: boolean } | undefined> {
   if (w.kind !== 'patch' || !w.check) {
     const sql = simplePatchSql(ctx, w, lease);
@@ -62,13 +62,13 @@ export async function checkedSnapshotCommit(
   ctx: PgContext,
   conn: Conn,
   w: DocWrite,
-  lease: PgLease,
+  lease: WriteScope,
 ): Promise<WriteResult | undefined> {
   const one = w.kind === 'patch' && w.check ? await leaseWriteSql(ctx, w, lease) : undefined;
   if (!one) return undefined;
   try {
     const res = await conn.query(`SAVEPOINT lockstep_checked; ${one.sql}; COMMIT`);
-    await lease.releaseConn();
+    await lease.end();
     return await simplePatchResult(ctx, w, (res[1]?.rows ?? []) as Raw[], lease);
   } catch (err) {
     if (sqlState(err) !== '22012') throw err;
@@ -86,7 +86,7 @@ export async function checkedSnapshotCommit(
 export function simplePatchSql(
   ctx: PgContext,
   w: DocWrite,
-  lease: PgLease | undefined,
+  lease: WriteScope | undefined,
   failUnlessVersion?: number,
 ): string | undefined {
   const fence = lease?.fence;
@@ -149,7 +149,7 @@ export async function simplePatchResult(
   ctx: PgContext,
   w: DocWrite,
   rows: Raw[],
-  lease?: PgLease,
+  lease?: WriteScope,
 ): Promise<WriteResult> {
   const row = rows[0];
   if (row) {
@@ -177,7 +177,7 @@ export async function whyRefused(
   ctx: PgContext,
   p: PatchWrite,
   index: number,
-  lease?: PgLease,
+  lease?: WriteScope,
 ): Promise<Refusal | undefined> {
   const r = await ctx.pool.query({
     text: `SELECT version, data_version, field_versions, incarnation FROM ${ctx.table(p.model)} WHERE key = $1`,
@@ -227,7 +227,7 @@ export async function multiSimpleCommit(
   ctx: PgContext,
   conn: Conn,
   writes: readonly DocWrite[],
-  lease: PgLease,
+  lease: WriteScope,
 ): Promise<WriteResult | undefined> {
   if (writes.length < 2 || writes.length > 50) return undefined;
   const ids = new Set(writes.map((w) => docId(w.model, w.key)));
@@ -264,7 +264,7 @@ export async function multiSimpleCommit(
     }
     rows = [];
   }
-  await lease.releaseConn();
+  await lease.end();
   if (rows.length === writes.length) {
     const docs: StoredDoc[] = [];
     for (const [i, r] of rows.entries()) {

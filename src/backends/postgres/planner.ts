@@ -24,8 +24,8 @@ import type {
 } from '../../store/backend.js';
 import { checkKey, checkModelName } from '../../store/keys.js';
 import type { PgContext } from './context.js';
-import type { PgLease } from './lease.js';
 import { compareC, docId, type Raw, type Row } from './rows.js';
+import type { WriteScope } from './scope.js';
 import { FENCE_SEQUENCE, ident, jsonbProblem, lit } from './sql.js';
 
 export interface DocState {
@@ -100,7 +100,7 @@ export async function planWrites(
   ctx: PgContext,
   writes: readonly DocWrite[],
   pre: Map<string, Row | undefined>,
-  lease: PgLease | undefined,
+  lease: WriteScope | undefined,
 ): Promise<Plan> {
   const states = new Map<string, DocState>();
   const docs: Array<StoredDoc | undefined> = [];

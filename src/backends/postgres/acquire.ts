@@ -4,15 +4,8 @@
  * exclusive leases, so plain writers wait for the holder).
  */
 import type { QueryResult } from 'pg';
-import {
-  BackendError,
-  DeadlockError,
-  LockBusyError,
-  LockTimeoutError,
-  ValidationError,
-} from '../../errors.js';
+import { BackendError, DeadlockError, LockBusyError, LockTimeoutError } from '../../errors.js';
 import type { LeaseRequest } from '../../store/backend.js';
-import { checkKey, checkModelName } from '../../store/keys.js';
 import { cancelBackend } from './cancel.js';
 import type { PgContext } from './context.js';
 import { classify } from './errors.js';
@@ -21,7 +14,6 @@ import { ensure } from './migrations.js';
 import { boundedWait, writesInFlight } from './program-order.js';
 import { compareC, DEFAULT_ACTION, docId, lockName, parseRow, type Raw } from './rows.js';
 import { COLUMNS, FENCE_SEQUENCE, ident, lit, lockHash, sqlState } from './sql.js';
-import { beginLease, type TrackedLease } from './tasks.js';
 
 /**
  * @internal takes a lease: one transaction holding advisory (and, for the default action's
@@ -35,10 +27,11 @@ import { beginLease, type TrackedLease } from './tasks.js';
 export async function acquireLease(
   ctx: PgContext,
   host: LeaseHost,
-  request: LeaseRequest,
+  req: LeaseRequest,
 ): Promise<PgLease | undefined> {
+  // The request is well-formed (the boundary checked it, src/store/boundary.ts), and in-process
+  // deadlocks are the boundary's too: here, only what the server does.
   ctx.checkOpen();
-  const req = validateLease(request);
   req.signal?.throwIfAborted();
   const before = writesInFlight(req.keys.map((k) => docId(ctx.schema, docId(req.model, k))));
   if (before.length > 0) {
@@ -47,26 +40,17 @@ export async function acquireLease(
     await boundedWait(Promise.all(before), Math.min(req.timeoutMs ?? 1000, 1000), req.signal);
   }
   req.signal?.throwIfAborted();
-  const keys = [...req.keys].sort(compareC);
-  const tracked = beginLease(ctx, req, keys);
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const lease = await acquireOnce(ctx, host, req, tracked);
-        if (!lease) tracked.abandoned();
-        return lease;
-      } catch (err) {
-        const state = sqlState(err);
-        if ((state === '42P01' || state === '3F000') && attempt < 3) {
-          await ensure(ctx, [req.model], err);
-          continue;
-        }
-        throw err;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await acquireOnce(ctx, host, req);
+    } catch (err) {
+      const state = sqlState(err);
+      if ((state === '42P01' || state === '3F000') && attempt < 3) {
+        await ensure(ctx, [req.model], err);
+        continue;
       }
+      throw err;
     }
-  } catch (err) {
-    tracked.abandoned();
-    throw err;
   }
 }
 
@@ -74,7 +58,6 @@ async function acquireOnce(
   ctx: PgContext,
   host: LeaseHost,
   req: LeaseRequest,
-  tracked: TrackedLease,
 ): Promise<PgLease | undefined> {
   const conn = await ctx.connect();
   if (req.signal?.aborted) {
@@ -168,26 +151,5 @@ async function acquireOnce(
     txid: String((advisory as Raw).txid),
     rowLocked,
   };
-  return new PgLease(host, conn, req, grant, tracked);
-}
-
-function validateLease(req: LeaseRequest): LeaseRequest {
-  checkModelName(req.model);
-  if (!Array.isArray(req.keys) || req.keys.length === 0) {
-    throw new ValidationError('lease request', [{ message: 'give at least one key' }]);
-  }
-  for (const k of req.keys) checkKey(k);
-  if (new Set(req.keys).size !== req.keys.length) {
-    throw new ValidationError('lease request', [{ message: 'keys must be distinct' }]);
-  }
-  if (!(Number.isFinite(req.leaseMs) && req.leaseMs > 0)) {
-    throw new ValidationError('lease request', [{ message: 'leaseMs must be a positive number' }]);
-  }
-  if (req.timeoutMs !== undefined && !(req.timeoutMs >= 0)) {
-    throw new ValidationError('lease request', [{ message: 'timeoutMs must be >= 0' }]);
-  }
-  if (typeof req.action !== 'string') {
-    throw new ValidationError('lease request', [{ message: 'action must be a string' }]);
-  }
-  return req;
+  return new PgLease(host, conn, req, grant);
 }

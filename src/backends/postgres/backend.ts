@@ -26,27 +26,33 @@
  *   - anything else: the same two round trips over every touched row, locked in one canonical
  *     order (model, then key in "C" order).
  * - `acquire`: ONE round trip `BEGIN; SELECT set_config(lock_timeout), set_config(
- *   idle_in_transaction_session_timeout), pg_advisory_xact_lock(...); SELECT rows; SELECT
- *   nextval(fence)`. A lease is transaction-level advisory locks on hash(schema, model, key,
- *   action), taken in key order: missing keys and named actions lock like any other, and plain
- *   writes are never blocked by a holder (a holder may await a write of its own key; its commit
- *   detects conflicting fields). `rowLocks: true` also locks the rows (`FOR NO KEY UPDATE` /
- *   `FOR SHARE`) for the lease's life, for users who want other SQL writers to queue behind it.
+ *   idle_in_transaction_session_timeout), pg_advisory_xact_lock(...), nextval(fence),
+ *   txid_current(); SELECT rows`. A lease is transaction-level advisory locks on hash(schema,
+ *   model, key, action), taken in key order: missing keys and named actions lock like any other.
+ *   Exclusive leases of the default action also lock their rows `FOR NO KEY UPDATE` for the
+ *   lease's life, so every plain writer of those rows (ours from any process, and any other SQL)
+ *   waits for the holder, and the holder's commit never meets a conflict from one. Shared leases
+ *   and named actions take no row lock (plain writers go through; a named action's commit is
+ *   still field-checked). A plain write given `timeoutMs`/`signal` stops waiting by cancelling
+ *   its statement (nothing written). Never await a plain write of a document you hold from inside
+ *   `lock()`: the boundary refuses it in-process (DeadlockError); without it, it would wait for you.
  *   A lock commit of `set`/`unset` patches is ONE round trip (`UPDATE ...; COMMIT`; several
  *   documents: one UPDATE per document, then a check that fails unless every row now carries the
  *   lease's fence, then COMMIT, all in one message: a failed statement skips the COMMIT).
  * - Leases are the transaction: a dead holder's session ends and its locks go with it; a holder
  *   idle past `leaseMs` has its session ended by the server (idle_in_transaction_session_timeout),
  *   so it can never commit (refused with reason `fence`). `renew: true` keeps the session busy with
- *   a cheap `SELECT 1` every leaseMs/3 while the caller's function runs.
+ *   a cheap `SELECT 1` every leaseMs/3 while the caller's function runs. `lease.signal` aborts when
+ *   the session ends, a renewal fails, or (renew: false) at leaseMs.
  * - Deadlocks: PostgreSQL reports cycles between waiting sessions (40P01 → DeadlockError). Nested
- *   `lock()` calls wait through JavaScript, which no server sees; within one process every lease
- *   is tracked in the in-process wait-for graph (`tasks.ts`, `tracksTasks`), so such a cycle ends
- *   in DeadlockError at once. Across processes it ends at `timeoutMs` (or the lease).
+ *   `lock()` calls wait through JavaScript, which no server sees: the boundary's in-process
+ *   wait-for graph (src/store/boundary.ts) ends such cycles within one process; across processes
+ *   they end at `timeoutMs` (or the lease).
  * - Fences come from a sequence taken after the locks are held: strictly increasing across
  *   holders, never reused even when a holder's transaction is rolled back. A lease commit stamps
- *   its fence on the rows it writes, which also resolves an unknown COMMIT outcome (connection
- *   dropped while committing): once the old session is gone, the fence on the row tells.
+ *   its fence on the rows it writes. An unknown COMMIT outcome (connection dropped while
+ *   committing) is settled by the lease transaction's id: `txid_status()` once it is no longer in
+ *   progress (committed → applied, aborted → nothing written), else outcomeUnknown.
  *
  * Where each behaviour lives (one concept per file):
  * - `context.ts`: the shared state (pool, settings, table names, checking out a connection);
@@ -59,7 +65,11 @@
  * - `combine.ts`: per-document combining (group commit) and the remembered-row cache;
  * - `batch.ts`: the general transaction (rows locked in canonical order);
  * - `planner.ts`: evaluating writes on pre-images (reference semantics), refusals, final SQL;
- * - `leases.ts` / `lease.ts`: taking, committing and releasing leases (fencing, lost commits);
+ * - `scope.ts`: what a write runs in (a lease's transaction), as the write paths see it;
+ * - `acquire.ts`: taking a lease; `lease.ts`: a held lease (renewal, loss, release);
+ * - `commit.ts`: a lease's commit by shape; `lost-commit.ts`: settling a lost commit reply;
+ * - `leases.ts`: the open leases of a backend; `cancel.ts`: cancelling a waiting statement;
+ * - `guards.ts`: guards on the pre-image (field-to-field refs, the first false guard);
  * - `program-order.ts`: a lease waits for this process's writes issued before it;
  * - `errors.ts`: SQLSTATE classification and the retry backoff.
  */
@@ -72,6 +82,7 @@ import type {
   Lease,
   LeaseRequest,
   StoredDoc,
+  WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
 import { Combiner } from './combine.js';
@@ -79,7 +90,6 @@ import { PgContext } from './context.js';
 import { Leases } from './leases.js';
 import { migrate } from './migrations.js';
 import type { BackendSettings } from './options.js';
-import { validateWrites } from './planner.js';
 import { trackWrites } from './program-order.js';
 import { read } from './reading.js';
 import { docId } from './rows.js';
@@ -102,8 +112,6 @@ export { DEFAULT_ACTION } from './rows.js';
  */
 export class PostgresBackend implements Backend {
   readonly name = 'postgres';
-  /** Nested locks in opposite orders within this process are detected (see `tasks.ts`). */
-  readonly tracksTasks: boolean;
   /** The database and the schema: backends with both equal share documents and locks. */
   readonly namespace: string;
   readonly supports: BackendCapabilities;
@@ -117,7 +125,6 @@ export class PostgresBackend implements Backend {
   constructor(pool: Pool, ownPool: boolean, settings: BackendSettings) {
     this.#ctx = new PgContext(pool, ownPool, settings);
     this.schema = settings.schema;
-    this.tracksTasks = settings.detectDeadlocks;
     this.namespace = `postgres:${this.#ctx.dbId}#${settings.schema}`;
     this.supports = {
       sharedAcrossProcesses: true,
@@ -153,11 +160,10 @@ export class PostgresBackend implements Backend {
   }
 
   /** One atomic, guarded batch (see the contract). */
-  async write(writes: readonly DocWrite[]): Promise<WriteResult> {
+  async write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
     this.#ctx.checkOpen();
-    validateWrites(writes);
     if (writes.length === 0) return { applied: true, docs: [], results: [] };
-    const p = write(this.#ctx, this.#combiner, writes);
+    const p = write(this.#ctx, this.#combiner, writes, options);
     trackWrites(
       writes.map((w) => docId(this.schema, docId(w.model, w.key))),
       p,

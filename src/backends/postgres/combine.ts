@@ -143,6 +143,8 @@ export class Combiner {
         dataVersion: st.dataVersion,
       };
     }
+    // Nothing to write (patches without ops): confirm the checks in a transaction instead.
+    if (row.version === base.version) return undefined;
     const text = JSON.stringify(row.data);
     if (jsonbProblem(text)) return undefined;
     const first = ws[0] as PatchWrite;
@@ -210,7 +212,8 @@ export class Combiner {
             continue;
           }
           outcomes.push(plan.result);
-          sql = plan.sql;
+          // A patch with no ops writes nothing (its plan has no SQL): keep the group's last row.
+          if (plan.sql.length > 0) sql = plan.sql;
           const st = plan.states.get(id) as DocState;
           row = {
             key: first.key,

@@ -18,7 +18,6 @@ import {
   simplePatchResult,
   simplePatchSql,
 } from './patch-sql.js';
-import { validateWrites } from './planner.js';
 import { docId, type Raw } from './rows.js';
 import { isConnectionLoss } from './sql.js';
 
@@ -40,7 +39,6 @@ export async function commitLease(
 ): Promise<WriteResult> {
   let planned: (WriteResult & { applied: true }) | undefined;
   try {
-    validateWrites(writes);
     for (const w of writes) combiner.forget(docId(w.model, w.key));
     const simple =
       writes.length === 1 && lease.covers(writes[0]?.model ?? '', writes[0]?.key ?? '')

@@ -22,7 +22,6 @@ export class PgContext {
   readonly ownPool: boolean;
   readonly schema: string;
   readonly autoMigrate: boolean;
-  readonly rowLocks: boolean;
   /** Name the single-statement writes and reads (server-side prepared statements). */
   readonly prepare: boolean;
   readonly #names = new Map<string, string>();
@@ -37,7 +36,6 @@ export class PgContext {
     this.ownPool = ownPool;
     this.schema = settings.schema;
     this.autoMigrate = settings.autoMigrate;
-    this.rowLocks = settings.rowLocks;
     this.prepare = settings.prepare;
     const o = (pool as unknown as { options?: Record<string, unknown> }).options ?? {};
     this.dbId = JSON.stringify([o.connectionString, o.host, o.port, o.database]);

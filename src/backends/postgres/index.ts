@@ -40,7 +40,7 @@ export function postgres(
   connection: PostgresOptions = {},
   more: Pick<
     PostgresOptions,
-    'schema' | 'autoMigrate' | 'poolSize' | 'rowLocks' | 'detectDeadlocks' | 'prepare'
+    'schema' | 'autoMigrate' | 'poolSize' | 'detectDeadlocks' | 'prepare'
   > = {},
 ): PostgresBackend {
   const o = { ...connection, ...more };
@@ -56,7 +56,6 @@ export function postgres(
   const settings = {
     schema,
     autoMigrate: o.autoMigrate ?? true,
-    rowLocks: o.rowLocks ?? false,
     detectDeadlocks: o.detectDeadlocks ?? true,
     prepare: o.prepare ?? true,
   };
@@ -67,6 +66,11 @@ export function postgres(
       { message: 'give { url } or { pool }, or set DATABASE_URL' },
     ]);
   }
+  const bad = urlProblem(url);
+  if (bad) {
+    // Refused here, not at the first query: the same moment as redis() refuses its url.
+    throw new ValidationError('postgres() url', [{ message: bad }]);
+  }
   // application_name shows Lockstep's sessions in pg_stat_activity (a URL parameter wins).
   const pool = new pg.Pool({
     connectionString: url,
@@ -76,6 +80,26 @@ export function postgres(
   // An idle client's connection error must not crash the process; the next checkout reconnects.
   pool.on('error', () => {});
   return new PostgresBackend(pool, true, settings);
+}
+
+/**
+ * Why `url` is not a PostgreSQL connection string, or undefined: a `postgres://` or
+ * `postgresql://` URL (or `socket:`), or a Unix socket directory path starting with `/`.
+ */
+function urlProblem(url: unknown): string | undefined {
+  const hint = 'give a connection string such as postgres://user@host:5432/db';
+  if (typeof url !== 'string' || url.length === 0) return `the url must be a string; ${hint}`;
+  if (url.startsWith('/')) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `${JSON.stringify(url)} is not a URL; ${hint}`;
+  }
+  if (!['postgres:', 'postgresql:', 'socket:'].includes(parsed.protocol)) {
+    return `${JSON.stringify(url)} is not a PostgreSQL URL (scheme ${parsed.protocol}); ${hint}`;
+  }
+  return undefined;
 }
 
 /**

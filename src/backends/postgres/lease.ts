@@ -9,7 +9,6 @@ import type { Conn } from './conn.js';
 import { refuse } from './planner.js';
 import { lockName, type Row, storedDoc } from './rows.js';
 import type { WriteScope } from './scope.js';
-import type { TrackedLease } from './tasks.js';
 
 /** What a lease needs from whoever took it: committing it, and forgetting it once it ended. */
 export interface LeaseHost {
@@ -32,7 +31,7 @@ export interface Grant {
  *
  * @example
  * ```ts
- * const lease = new PgLease(host, conn, request, grant, tracked);
+ * const lease = new PgLease(host, conn, request, grant);
  * await lease.commit([{ kind: 'patch', model, key, ops }]);
  * ```
  */
@@ -58,12 +57,10 @@ export class PgLease implements Lease, WriteScope {
   #deadBeforeCommit = false;
   #released: Promise<boolean> | undefined;
   #ended = false;
-  readonly #lostSignal = new AbortController();
-  readonly #tracked: TrackedLease;
+  #lostSignal: AbortController | undefined;
+  #lostReason: LeaseLostError | undefined;
 
-  constructor(host: LeaseHost, conn: Conn, req: LeaseRequest, grant: Grant, tracked: TrackedLease) {
-    this.#tracked = tracked;
-    tracked.granted();
+  constructor(host: LeaseHost, conn: Conn, req: LeaseRequest, grant: Grant) {
     this.#host = host;
     this.#conn = conn;
     this.#req = req;
@@ -92,24 +89,44 @@ export class PgLease implements Lease, WriteScope {
           this.#lose('renewing it failed');
         });
       }, every);
-    } else {
-      // Without renewal the server ends the idle session at leaseMs; say so at that moment too,
-      // whether or not the session is idle then.
-      this.#timer = setTimeout(
-        () => this.#lose(`it expired after leaseMs (${req.leaseMs} ms) without renewal`),
-        Math.min(2_147_483_647, Math.max(1, Math.ceil(req.leaseMs))),
-      );
+      this.#timer.unref();
     }
-    this.#timer.unref();
+    // Without renewal the server ends the idle session at leaseMs; the signal says so at that
+    // moment too (a timer made only when someone reads the signal: see `signal`).
   }
 
+  /**
+   * Made on first read (most leases are never asked): aborted with a LeaseLostError the moment
+   * the lease is known lost — its session ended, a renewal failed, or (renew: false) leaseMs
+   * passed since the grant. Never aborted by commit or release.
+   */
   get signal(): AbortSignal {
+    if (this.#lostSignal === undefined) {
+      this.#lostSignal = new AbortController();
+      if (this.#lostReason !== undefined) {
+        this.#lostSignal.abort(this.#lostReason);
+      } else if (!this.#req.renew && !this.#settled) {
+        const left = this.#deadline - performance.now();
+        if (left <= 0) this.#lose(this.#expiredWhy());
+        else {
+          this.#timer = setTimeout(
+            () => this.#lose(this.#expiredWhy()),
+            Math.min(2_147_483_647, Math.ceil(left)),
+          );
+          this.#timer.unref();
+        }
+      }
+    }
     return this.#lostSignal.signal;
+  }
+
+  #expiredWhy(): string {
+    return `it expired after leaseMs (${this.#req.leaseMs} ms) without renewal`;
   }
 
   get lost(): boolean {
     return (
-      this.#lostSignal.signal.aborted ||
+      this.#lostReason !== undefined ||
       this.#conn.dead !== undefined ||
       this.#renewFailed !== undefined ||
       (!this.#req.renew && performance.now() > this.#deadline)
@@ -196,17 +213,14 @@ export class PgLease implements Lease, WriteScope {
     if (this.#ended) return;
     this.#ended = true;
     this.#host.forget(this);
-    try {
-      await this.#conn.done();
-    } finally {
-      this.#tracked.released();
-    }
+    await this.#conn.done();
   }
 
   #lose(why: string): void {
-    if (this.#settled || this.#lostSignal.signal.aborted) return;
+    if (this.#settled || this.#lostReason !== undefined) return;
     this.#stopTimer();
-    this.#lostSignal.abort(new LeaseLostError(this.name, why));
+    this.#lostReason = new LeaseLostError(this.name, why);
+    this.#lostSignal?.abort(this.#lostReason);
   }
 
   #stopTimer(): void {

@@ -19,17 +19,6 @@ export interface PostgresOptions {
    */
   autoMigrate?: boolean;
   /**
-   * Leases of the default action also lock their rows (`FOR NO KEY UPDATE`, or `FOR SHARE` in
-   * shared mode) for their whole life, so every other writer of those rows (your own SQL, other
-   * tools, `apply`/`update`/`put` from any process) queues behind the holder, as with a
-   * hand-written `SELECT ... FOR UPDATE`. Default false: leases are advisory locks only, and a
-   * plain write to a locked document goes through at once (the holder's commit then detects the
-   * conflict field by field), which is the behaviour of every other Lockstep backend. With true,
-   * never await a plain write of a document you hold a lock on from inside `lock()`: it would
-   * wait for you.
-   */
-  rowLocks?: boolean;
-  /**
    * Detect nested locks taken in opposite orders within this process (default true): the store
    * then runs each lock as a task (AsyncLocalStorage), and a wait that would close a cycle fails
    * at once with DeadlockError instead of waiting until `timeoutMs`. Costs a few percent per
@@ -54,6 +43,5 @@ export interface BackendSettings {
   readonly schema: string;
   readonly detectDeadlocks: boolean;
   readonly autoMigrate: boolean;
-  readonly rowLocks: boolean;
   readonly prepare: boolean;
 }

@@ -4,14 +4,11 @@
  * the reason and the index of the write) or gives the SQL of the final rows, in canonical order.
  */
 import type { QueryResult } from 'pg';
-import { ValidationError } from '../../errors.js';
 import {
   applyOps,
   cloneJson,
   copyJson,
   describeGuard,
-  firstFalseGuard,
-  guardProblem,
   NotJsonError,
 } from '../../store/apply-ops.js';
 import type {
@@ -22,8 +19,8 @@ import type {
   StoredDoc,
   WriteResult,
 } from '../../store/backend.js';
-import { checkKey, checkModelName } from '../../store/keys.js';
 import type { PgContext } from './context.js';
+import { firstFalse } from './guards.js';
 import { compareC, docId, type Raw, type Row } from './rows.js';
 import type { WriteScope } from './scope.js';
 import { FENCE_SEQUENCE, ident, jsonbProblem, lit } from './sql.js';
@@ -205,21 +202,21 @@ export async function planWrites(
             ),
           };
         }
+        // Guards are well-formed (the boundary checked them); evaluated on the pre-image read
+        // under the row lock in this transaction, so the first false one is exact.
         const guards = w.guards ?? [];
-        for (let g = 0; g < guards.length; g++) {
-          const problem = guardProblem(guards[g] as (typeof guards)[number]);
-          if (problem)
-            return { ok: false, refusal: refuse('invalid', i, `guard #${g}: ${problem}`) };
-        }
-        const falseAt = firstFalseGuard(s.data, guards);
+        const falseAt = firstFalse(s.data, guards);
         if (falseAt >= 0) {
           return {
             ok: false,
-            refusal: refuse(
-              'guard',
-              i,
-              `guard #${falseAt} (${describeGuard(guards[falseAt] as (typeof guards)[number])}) is false`,
-            ),
+            refusal: {
+              ...refuse(
+                'guard',
+                i,
+                `guard #${falseAt} (${describeGuard(guards[falseAt] as (typeof guards)[number])}) is false`,
+              ),
+              guard: falseAt,
+            },
           };
         }
         if (w.fieldsUnchangedSince !== undefined) {
@@ -277,6 +274,12 @@ export async function planWrites(
               refusal: refuse('invalid', i, 'the document after the ops fails the schema', issues),
             };
           }
+        }
+        if (w.ops.length === 0) {
+          // No ops: nothing is written and the version does not move (the checks above held).
+          docs.push(docOf(s, w.key, cloneJson(s.data)));
+          results.push([]);
+          break;
         }
         s.version += 1;
         for (const op of w.ops) s.fieldVersions[op.field] = s.version;
@@ -344,15 +347,5 @@ export function copyData(data: Data): Data | string {
   } catch (err) {
     if (err instanceof NotJsonError) return err.message;
     throw err;
-  }
-}
-
-export function validateWrites(writes: readonly DocWrite[]): void {
-  if (!Array.isArray(writes)) {
-    throw new ValidationError('write batch', [{ message: 'writes must be an array' }]);
-  }
-  for (const w of writes) {
-    checkModelName(w?.model);
-    checkKey(w.key);
   }
 }

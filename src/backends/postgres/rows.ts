@@ -3,8 +3,8 @@ import type { CustomTypesConfig, QueryResult } from 'pg';
 import type { Data, StoredDoc } from '../../store/backend.js';
 
 /**
- * The action name `Model.lock` uses when none is given; with `rowLocks: true`, leases on it also
- * lock the rows.
+ * The action name `Model.lock` uses when none is given; its exclusive leases also lock their
+ * rows, so plain writers wait for the holder.
  *
  * @example
  * ```ts

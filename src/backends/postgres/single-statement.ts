@@ -2,6 +2,7 @@
  * Single-statement writes, ONE autocommit round trip: a create, a put, an unconditional delete,
  * or a simple set/unset patch (see `patch-sql.ts`).
  */
+import type { QueryConfig, QueryResult } from 'pg';
 import type { DocWrite, WriteResult } from '../../store/backend.js';
 import type { PgContext } from './context.js';
 import { simplePatchResult, simplePatchSql } from './patch-sql.js';
@@ -9,17 +10,31 @@ import { copyData, refuse } from './planner.js';
 import { RAW, type Raw } from './rows.js';
 import { jsonbProblem, sqlState } from './sql.js';
 
-/** Single-statement writes: one create, one put, one unconditional delete, or a simple patch. */
+/** Runs one statement: on any pooled connection, or on one the caller checked out. */
+export type Run = (config: QueryConfig) => Promise<QueryResult>;
+
+/**
+ * Single-statement writes: one create, one put, one unconditional delete, or a simple patch.
+ * Each is ONE autocommit statement: it waits for a row lock (a default-action exclusive lease)
+ * like any UPDATE/DELETE, and its reply is its outcome; a lost reply is the caller's to report
+ * as unknown (`unknownOutcome`), never as not written.
+ *
+ * @example
+ * ```ts
+ * const r = await fastWrite(ctx, writes); // undefined: not a single-statement shape
+ * ```
+ */
 export async function fastWrite(
   ctx: PgContext,
   writes: readonly DocWrite[],
+  run: Run = (c) => ctx.pool.query(c),
 ): Promise<WriteResult | undefined> {
   if (writes.length !== 1) return undefined;
   const w = writes[0] as DocWrite;
   const t = ctx.table(w.model);
   const simple = simplePatchSql(ctx, w, undefined);
   if (simple) {
-    const r = await ctx.pool.query({ text: simple, types: RAW });
+    const r = await run({ text: simple, types: RAW });
     return simplePatchResult(ctx, w, r.rows as Raw[]);
   }
   if (w.kind === 'create' || w.kind === 'put') {
@@ -31,7 +46,7 @@ export async function fastWrite(
     if (w.kind === 'create') {
       let incarnation: string;
       try {
-        const created = await ctx.pool.query({
+        const created = await run({
           ...ctx.named('create', w.model),
           text: `INSERT INTO ${t} (key, version, data, data_version) VALUES ($1, 1, $2::jsonb, 1) RETURNING incarnation`,
           values: [w.key, text],
@@ -48,7 +63,7 @@ export async function fastWrite(
         results: [[]],
       };
     }
-    const r = await ctx.pool.query({
+    const r = await run({
       ...ctx.named('put', w.model),
       text: `INSERT INTO ${t} AS t (key, version, data, data_version) VALUES ($1, 1, $2::jsonb, 1)
 ON CONFLICT (key) DO UPDATE SET version = t.version + 1, data = EXCLUDED.data,
@@ -62,7 +77,7 @@ RETURNING version, incarnation`,
     return { applied: true, docs: [{ key: w.key, version, data, incarnation }], results: [[]] };
   }
   if (w.kind === 'delete' && w.expectVersion === undefined) {
-    const r = await ctx.pool.query({
+    const r = await run({
       ...ctx.named('delete', w.model),
       text: `DELETE FROM ${t} WHERE key = $1`,
       values: [w.key],

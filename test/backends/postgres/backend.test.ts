@@ -14,7 +14,6 @@ import {
   postgres,
   sqlState,
 } from '../../../src/backends/postgres/index.js';
-import { trackedLocks } from '../../../src/backends/postgres/tasks.js';
 import {
   BackendError,
   ConflictError,
@@ -24,6 +23,7 @@ import {
 } from '../../../src/errors.js';
 import type { LeaseRequest, PatchWrite } from '../../../src/store/backend.js';
 import { createStore } from '../../../src/store/index.js';
+import { trackedLocks } from '../../../src/sync/tracked-leases.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
 const schema = `lspg_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
@@ -87,10 +87,15 @@ describe('postgres backend', () => {
       // Another writer changes b meanwhile: the savepoint is rolled back, the general path
       // checks the merge.
       seen.length = 0;
-      await M.lock('k', async (d) => {
-        await O.apply('k', (x) => x.b.incr(3));
-        d.a = 2;
-      });
+      // (A named action: plain writers wait for the default action's exclusive holders.)
+      await M.lock(
+        'k',
+        async (d) => {
+          await O.apply('k', (x) => x.b.incr(3));
+          d.a = 2;
+        },
+        { action: 'edit' },
+      );
       expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT lockstep_checked'))).toBe(true);
       expect((await O.get('k')).data).toStrictEqual({ a: 2, b: 3 });
       // Several documents under one lease: the same, in one message for all of them.
@@ -105,11 +110,15 @@ describe('postgres backend', () => {
       expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT'))).toBe(false);
       seen.length = 0;
       await expect(
-        M.lock(['x', 'y'], async ([x, y]) => {
-          await O.apply('y', (d) => d.b.incr(5));
-          (x as { a: number }).a = 3;
-          (y as { a: number }).a = 6; // 6 + 5 > 10: the whole commit is refused
-        }),
+        M.lock(
+          ['x', 'y'],
+          async ([x, y]) => {
+            await O.apply('y', (d) => d.b.incr(5));
+            (x as { a: number }).a = 3;
+            (y as { a: number }).a = 6; // 6 + 5 > 10: the whole commit is refused
+          },
+          { action: 'edit' },
+        ),
       ).rejects.toMatchObject({ code: 'INVALID' });
       expect(seen.some((t) => t.includes('ROLLBACK TO SAVEPOINT lockstep_checked'))).toBe(true);
       expect((await O.get('x')).data).toStrictEqual({ a: 1, b: 0 });
@@ -302,8 +311,9 @@ describe('postgres backend', () => {
       ops: [{ op: 'set' as const, field, value }],
       fieldsUnchangedSince: 1,
     });
-    const l = await b0.acquire(lease('multi', ['a', 'b', 'c']));
-    // someone else writes b.x meanwhile (a plain write goes through: leases are advisory)
+    // A named action: plain writers wait only for the default action's exclusive holders.
+    const l = await b0.acquire(lease('multi', ['a', 'b', 'c'], { action: 'edit' }));
+    // someone else writes b.x meanwhile (a plain write goes through a named action's lease)
     await b1.write([
       { kind: 'patch', model: 'multi', key: 'b', ops: [{ op: 'incr', field: 'x', by: 1 }] },
     ]);
@@ -434,8 +444,8 @@ describe('postgres backend', () => {
     expect(() => postgres({ pool }, { schema: 'bad"name' })).toThrow(/schema name/);
   });
 
-  it('rowLocks: true — a plain write queues behind the holder (no conflict), like SELECT ... FOR UPDATE', async () => {
-    const locking = postgres({ pool }, { schema, rowLocks: true });
+  it('a plain write queues behind a default-action exclusive holder (no conflict), like SELECT ... FOR UPDATE', async () => {
+    const locking = postgres({ pool }, { schema });
     try {
       await b0.write([{ kind: 'create', model: 'rowlock', key: 'k', data: { n: 0, m: 0 } }]);
       const l = await locking.acquire(lease('rowlock', ['k']));
@@ -480,7 +490,8 @@ describe('postgres backend', () => {
         )
       ).rows;
     for (let bad = 0; bad < keys.length; bad++) {
-      const l = await b0.acquire(lease('multi_commit', keys));
+      // A named action, so that a plain write can go through while it is held.
+      const l = await b0.acquire(lease('multi_commit', keys, { action: 'edit' }));
       const since = l!.docs.map((d) => d!.version);
       // Someone else writes field n of one document while the lease is held.
       const other = await b1.write([

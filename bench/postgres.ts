@@ -35,6 +35,9 @@ let WORKERS = 16;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 
 const rate = (m: Measure) => (m.ops / m.ms) * 1000;
+/** BENCH_SECTIONS=2,5 runs only those sections (default: all). */
+const ONLY = process.env.BENCH_SECTIONS?.split(',').map(Number);
+const want = (n: number) => ONLY === undefined || ONLY.includes(n);
 
 async function pair(
   title: string,
@@ -98,7 +101,7 @@ export default async function main(): Promise<void> {
     console.log(
       `postgres bench: pool ${POOL}, ${WORKERS} workers, ${WARMUP_SECONDS}s warm-up, then ${PAIRS} alternated pairs of ${SECONDS}s rounds; ratios: median of the pairs (range)`,
     );
-    await pair(
+    if (want(1)) await pair(
       '1. lock, read, modify, commit (one hot row)',
       'pg BEGIN; SELECT FOR UPDATE; UPDATE; COMMIT',
       async () => {
@@ -122,7 +125,7 @@ export default async function main(): Promise<void> {
         ],
       ],
     );
-    await pair(
+    if (want(2)) await pair(
       '2. atomic increment (one hot row)',
       'pg UPDATE t SET v = v + 1 WHERE id = 1',
       () => pool.query(`UPDATE ${T} SET v = v + 1 WHERE id = 1`),
@@ -141,7 +144,7 @@ export default async function main(): Promise<void> {
         ],
       ],
     );
-    await pair(
+    if (want(3)) await pair(
       '3. bank transfers, 1,000 accounts (random pairs)',
       'pg BEGIN; SELECT 2 rows FOR UPDATE; 2x UPDATE; COMMIT',
       async () => {
@@ -203,7 +206,7 @@ export default async function main(): Promise<void> {
     );
     // 4. One worker, no contention: latency is round trips (ratios of ops/s = inverse latency).
     WORKERS = 1;
-    await pair(
+    if (want(4)) await pair(
       '4. no contention, 1 worker: lock/read/modify/commit',
       'pg BEGIN; SELECT FOR UPDATE; UPDATE; COMMIT (4 RT)',
       async () => {
@@ -219,7 +222,7 @@ export default async function main(): Promise<void> {
       },
       [['lockstep Counter.lock (2 RT)', () => Counter.lock('hot', (d) => void (d.n += 1))]],
     );
-    await pair(
+    if (want(5)) await pair(
       '5. no contention, 1 worker: increment',
       'pg UPDATE t SET v = v + 1 (1 RT)',
       () => pool.query(`UPDATE ${T} SET v = v + 1 WHERE id = 1`),

@@ -14,12 +14,13 @@ import type { PgLease } from './lease.js';
 import { resolveLostCommit } from './lost-commit.js';
 import {
   checkedSnapshotCommit,
+  fenceCheck,
   multiSimpleCommit,
   simplePatchResult,
   simplePatchSql,
 } from './patch-sql.js';
 import { docId, type Raw } from './rows.js';
-import { isConnectionLoss } from './sql.js';
+import { isConnectionLoss, sqlState } from './sql.js';
 
 /**
  * @internal a lease's commit: its writes in its transaction, then COMMIT; the lease is released
@@ -45,17 +46,19 @@ export async function commitLease(
         ? simplePatchSql(ctx, writes[0] as DocWrite, lease)
         : undefined;
     if (simple) {
-      // One round trip: the UPDATE and the COMMIT. Zero rows: nothing written, then explain.
-      // Outcome: a reply means the COMMIT's result is known (a failed UPDATE skips the COMMIT and
-      // the error comes back; zero rows commits nothing). A lost reply is settled below.
-      const res = await conn.query(`${simple}; COMMIT`);
+      // One round trip: the UPDATE, the fence check (fails unless the UPDATE matched, which skips
+      // the COMMIT: the transaction commits only if the write landed, see fenceCheck), COMMIT.
+      // Zero rows: nothing written, then explain. A lost reply is settled below.
+      const w = writes[0] as DocWrite;
+      let rows: Raw[] = [];
+      try {
+        const res = await conn.query(`${simple}; ${fenceCheck(ctx, [w], lease.fence)}; COMMIT`);
+        rows = (res[0]?.rows ?? []) as Raw[];
+      } catch (err) {
+        if (sqlState(err) !== '22012') throw err;
+      }
       await lease.end();
-      return await simplePatchResult(
-        ctx,
-        writes[0] as DocWrite,
-        (res[0]?.rows ?? []) as Raw[],
-        lease,
-      );
+      return await simplePatchResult(ctx, w, rows, lease);
     }
     if (writes.length === 1) {
       const checked = await checkedSnapshotCommit(ctx, conn, writes[0] as DocWrite, lease);

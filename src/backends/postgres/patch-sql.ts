@@ -4,6 +4,8 @@
  * matches no row, `whyRefused` reads why. Several documents under one lease: one message of
  * UPDATEs and a fence check that fails unless every UPDATE matched (the COMMIT is then skipped).
  */
+
+import type { QueryResult } from 'pg';
 import { applyOps, copyJson } from '../../store/apply-ops.js';
 import type {
   Data,
@@ -66,15 +68,33 @@ export async function checkedSnapshotCommit(
 ): Promise<WriteResult | undefined> {
   const one = w.kind === 'patch' && w.check ? await leaseWriteSql(ctx, w, lease) : undefined;
   if (!one) return undefined;
+  let res: QueryResult[];
   try {
-    const res = await conn.query(`SAVEPOINT lockstep_checked; ${one.sql}; COMMIT`);
-    await lease.end();
-    return await simplePatchResult(ctx, w, (res[1]?.rows ?? []) as Raw[], lease);
+    res = await conn.query(
+      `SAVEPOINT lockstep_checked; ${one.sql}; ${fenceCheck(ctx, [w], lease.fence)}; COMMIT`,
+    );
   } catch (err) {
     if (sqlState(err) !== '22012') throw err;
+    // The document moved (the UPDATE failed) or the UPDATE matched no row (the fence check
+    // failed): nothing was written. The general path reads and decides.
     await conn.query('ROLLBACK TO SAVEPOINT lockstep_checked');
     return undefined;
   }
+  await lease.end();
+  return await simplePatchResult(ctx, w, (res[1]?.rows ?? []) as Raw[], lease);
+}
+
+/**
+ * A statement that fails (division by zero) unless every row of `writes` now carries `fence`,
+ * i.e. unless every fenced UPDATE before it in the message matched its row. It stands before the
+ * COMMIT of every one-message lease commit: a failed statement skips the COMMIT, so the lease's
+ * transaction commits only when everything was written. That is what makes "the transaction
+ * committed" (txid_status, after a lost reply: lost-commit.ts) mean "applied"; without it a
+ * commit matching no row would commit an empty transaction.
+ */
+export function fenceCheck(ctx: PgContext, writes: readonly DocWrite[], fence: number): string {
+  const first = writes[0] as DocWrite;
+  return `SELECT 1 / (count(*)::int / ${writes.length}) AS ok FROM ${ctx.table(first.model)} WHERE key IN (${writes.map((w) => lit(w.key)).join(', ')}) AND fence = ${fence}`;
 }
 
 /**
@@ -247,8 +267,7 @@ export async function multiSimpleCommit(
   // for this lease alone, and a lease commits once), i.e. unless every UPDATE matched. A failed
   // statement skips the rest of the message, COMMIT included; the transaction is rolled back.
   // (Several statements cost the server far less than one statement of data-modifying CTEs.)
-  const first = writes[0] as DocWrite;
-  const check = `SELECT 1 / (count(*)::int / ${writes.length}) AS ok FROM ${ctx.table(first.model)} WHERE key IN (${writes.map((w) => lit(w.key)).join(', ')}) AND fence = ${lease.fence}`;
+  const check = fenceCheck(ctx, writes, lease.fence);
   // Checked writes (see leaseWriteSql) run inside a savepoint: when one of their documents moved,
   // the lease's transaction is rolled back to it and the general path checks the merges.
   const sql = `${checked ? 'SAVEPOINT lockstep_checked; ' : ''}${parts.join('; ')}; ${check}; COMMIT`;

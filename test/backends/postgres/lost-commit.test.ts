@@ -124,6 +124,7 @@ async function check(
   n: number,
   writes: (keys: string[]) => DocWrite[],
   landed: (docs: Array<Record<string, unknown> | undefined>) => boolean,
+  expected: 'applied' | 'refused' = 'applied',
 ): Promise<void> {
   const seen: Record<Outcome, number> = { applied: 0, refused: 0, unknown: 0 };
   const wrong: string[] = [];
@@ -136,7 +137,7 @@ async function check(
   expect(wrong).toEqual([]);
   // The reply was dropped after the server ran COMMIT: the commit landed every time, and the
   // backend can tell (the transaction's status), so it is never reported unknown.
-  expect(seen).toEqual({ applied: runs, refused: 0, unknown: 0 });
+  expect(seen).toEqual({ applied: 0, refused: 0, unknown: 0, [expected]: runs });
 }
 
 describe('postgres: a lease commit whose reply is lost after COMMIT ran', () => {
@@ -201,6 +202,45 @@ describe('postgres: a lease commit whose reply is lost after COMMIT ran', () => 
         },
       ],
       (docs) => docs[0]?.mine === 1,
+    );
+  }, 60_000);
+
+  // A commit that matches no row (another incarnation expected) commits an empty transaction if
+  // it is allowed to reach COMMIT: "the transaction committed" must not be read as "written".
+  it('a set patch that matches no row (expectIncarnation differs) is refused, not applied, 10 runs', async () => {
+    await check(
+      10,
+      1,
+      (keys) => [
+        {
+          kind: 'patch',
+          model,
+          key: keys[0] as string,
+          ops: [{ op: 'set', field: 'mine', value: true }],
+          expectIncarnation: '0', // never assigned: sequences start at 1
+        },
+      ],
+      (docs) => docs[0]?.mine === true,
+      'refused',
+    );
+  }, 60_000);
+
+  it('a checked set patch that matches no row is refused, not applied, 10 runs', async () => {
+    await check(
+      10,
+      1,
+      (keys) => [
+        {
+          kind: 'patch',
+          model,
+          key: keys[0] as string,
+          ops: [{ op: 'set', field: 'mine', value: true }],
+          expectIncarnation: '0', // never assigned: sequences start at 1
+          check: () => undefined,
+        },
+      ],
+      (docs) => docs[0]?.mine === true,
+      'refused',
     );
   }, 60_000);
 });

@@ -84,6 +84,10 @@ export async function batch(
       await conn.query('ROLLBACK').catch(() => {});
       return refuse('invalid', 0, `PostgreSQL refused the data: ${toError(err).message}`);
     }
+    // Outcome: this message ends with COMMIT. A lost reply may hide a COMMIT that ran: a plain
+    // write says outcomeUnknown; a lease commit rethrows, and commit.ts settles it exactly by the
+    // lease transaction's status (every statement here matches its row-locked row or fails, so
+    // "committed" means every write landed). Any statement error skipped the COMMIT: not written.
     if (!lease && (isConnectionLoss(err) || conn.dead !== undefined)) {
       throw new BackendError(
         `lost the PostgreSQL connection while committing a write; it may or may not have been applied (read before retrying): ${toError(err).message}`,

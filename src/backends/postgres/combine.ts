@@ -166,11 +166,16 @@ export class Combiner {
       });
       matched = r.rowCount ?? 0;
     } catch (err) {
+      // Outcome: an autocommit statement. The connection dropped after it was sent: it may have
+      // committed, and nothing records it, so the callers get outcomeUnknown (never a refusal).
+      // Any other error means the statement failed, which wrote nothing: the transaction path
+      // runs the group again on the fresh row.
       const unknown = unknownOutcome(err);
       if (unknown) throw unknown;
       this.#lastRows.delete(id);
       return undefined;
     }
+    // Zero rows matched (the row moved): nothing was written; the transaction path decides.
     if (matched === 1) {
       c.misses = 0;
       this.#remember(id, row);
@@ -230,6 +235,10 @@ export class Combiner {
           if (row) this.#remember(id, row);
           return outcomes;
         }
+        // Outcome: until this message, nothing can have committed (a lost connection before it is
+        // a plain error: nothing written). From here, a lost reply may hide a COMMIT that ran:
+        // outcomeUnknown (the transaction has no id recorded to look up, unlike a lease's).
+        // A statement error in this message skipped the COMMIT: nothing written.
         committing = true;
         await conn.query([...sql, 'COMMIT'].join('; '));
         if (row) this.#remember(id, row);

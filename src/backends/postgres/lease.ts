@@ -200,7 +200,9 @@ export class PgLease implements Lease, WriteScope {
       await this.#conn.query('ROLLBACK');
       held = true;
     } catch {
-      // The session is gone or broken: the locks went with it, at some moment before now.
+      // The session is gone or broken: the locks went with it, at some moment before now. A lost
+      // ROLLBACK reply also lands here: the lease may have held until then, but nothing confirms
+      // it, so false (a release writes nothing either way: no data outcome depends on it).
     }
     await this.end();
     return held;

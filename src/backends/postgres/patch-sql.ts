@@ -192,6 +192,10 @@ export async function simplePatchResult(
 /**
  * Why a simple patch that matched no row was refused, read afterwards: missing, version, or a
  * field written since `fieldsUnchangedSince`. Undefined when it would apply now.
+ *
+ * Outcome: only the REASON is read afterwards; that nothing was written is exact (the statement
+ * matched no row, or the lease's fence check failed and skipped the COMMIT). When the document
+ * moved in between so that no reason is found, the refusal is `conflict` — still not written.
  */
 export async function whyRefused(
   ctx: PgContext,

@@ -58,8 +58,10 @@ async function attempts(
       try {
         fast = await fastWrite(ctx, writes);
       } catch (err) {
-        // A single autocommit statement: if the connection dropped after it was sent, it may
-        // have committed.
+        // Outcome: a single autocommit statement (create, put, delete, a set/unset patch — the
+        // one `update` sends as its compare-and-set): if the connection dropped after it was
+        // sent, it may have committed, so outcomeUnknown; a refused connection sent nothing.
+        // A reply is exact: applied with its row, or zero rows (nothing written).
         const unknown = unknownOutcome(err);
         if (unknown) throw unknown;
         throw err;

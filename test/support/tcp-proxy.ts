@@ -45,7 +45,7 @@ export interface TcpProxy {
   /** Adds a rule; returns a function that removes it. */
   addRule(rule: Rule): () => void;
   /**
-   * PostgreSQL: for the next `times` Query ('Q') messages whose SQL matches `pattern`, the
+   * PostgreSQL: for the next `times` Query ('Q') or Parse ('P') messages whose SQL matches `pattern`, the
    * server's reply is not forwarded: the first bytes of it destroy both sockets instead. Resolves
    * (the returned promise) each time this happens, with the connection it happened on.
    */
@@ -190,7 +190,8 @@ export async function startProxy(target: { host?: string; port: number }): Promi
 
 /**
  * True when `chunk` holds a PostgreSQL frontend Query message ('Q', int32 length, SQL text, NUL)
- * whose SQL matches `pattern`. Startup and other messages (no 'Q' type byte) never match.
+ * or Parse message ('P': the extended protocol's statement text, sent the first time a named
+ * statement is used on a connection) whose SQL matches `pattern`. Others never match.
  */
 function queryMatches(chunk: Buffer, pattern: RegExp): boolean {
   let at = 0;
@@ -198,9 +199,14 @@ function queryMatches(chunk: Buffer, pattern: RegExp): boolean {
     const type = chunk[at];
     const len = chunk.readInt32BE(at + 1);
     if (len < 4) return false;
+    const end = Math.min(chunk.length, at + 1 + len);
     if (type === 0x51 /* 'Q' */) {
-      const sql = chunk.toString('utf8', at + 5, Math.min(chunk.length, at + 1 + len - 1));
-      if (pattern.test(sql)) return true;
+      if (pattern.test(chunk.toString('utf8', at + 5, end))) return true;
+    } else if (type === 0x50 /* 'P': Parse, statement name then SQL text */) {
+      const nameEnd = chunk.indexOf(0, at + 5);
+      if (nameEnd >= 0 && nameEnd < end && pattern.test(chunk.toString('utf8', nameEnd + 1, end))) {
+        return true;
+      }
     }
     at += 1 + len;
   }

@@ -244,3 +244,56 @@ describe('postgres: a lease commit whose reply is lost after COMMIT ran', () => 
     );
   }, 60_000);
 });
+
+describe('postgres: a plain write whose reply is lost after the server ran it', () => {
+  // No lease, so no transaction id to look up: the answer must be outcomeUnknown (never a
+  // refusal or a plain error that reads as "not written"), and the write did land.
+  const lostReply = async (pattern: RegExp, writes: DocWrite[]) => {
+    const drop = proxy.dropReplyTo(pattern);
+    try {
+      await viaProxy.write(writes);
+      return 'returned';
+    } catch (err) {
+      return (err as { outcomeUnknown?: boolean }).outcomeUnknown === true ? 'unknown' : err;
+    } finally {
+      drop.removed();
+    }
+  };
+
+  it('a single-statement create: outcomeUnknown, and it is stored', async () => {
+    const key = fresh(1)[0] as string;
+    expect(await lostReply(/INSERT/, [{ kind: 'create', model, key, data: { n: 1 } }])).toBe(
+      'unknown',
+    );
+    const [doc] = await direct.read([{ model, key }]);
+    expect(doc?.data).toStrictEqual({ n: 1 });
+  });
+
+  it('a general batch (two documents): outcomeUnknown, and both are stored', async () => {
+    const keys = fresh(2);
+    const r = await direct.write(
+      keys.map((key) => ({ kind: 'create', model, key, data: { n: 0 } })),
+    );
+    expect(r.applied).toBe(true);
+    const writes: DocWrite[] = keys.map((key) => ({
+      kind: 'patch',
+      model,
+      key,
+      ops: [{ op: 'incr', field: 'n', by: 1 }],
+    }));
+    expect(await lostReply(/COMMIT/, writes)).toBe('unknown');
+    const docs = await direct.read(keys.map((key) => ({ model, key })));
+    expect(docs.map((d) => d?.data.n)).toStrictEqual([1, 1]);
+  });
+
+  it('a combined apply (one document, ops the single statement cannot do): outcomeUnknown, stored', async () => {
+    const key = fresh(1)[0] as string;
+    await direct.write([{ kind: 'create', model, key, data: { n: 0 } }]);
+    const incr: DocWrite[] = [
+      { kind: 'patch', model, key, ops: [{ op: 'incr', field: 'n', by: 1 }] },
+    ];
+    expect(await lostReply(/COMMIT/, incr)).toBe('unknown');
+    const [doc] = await direct.read([{ model, key }]);
+    expect(doc?.data.n).toBe(1);
+  });
+});

@@ -101,138 +101,143 @@ export default async function main(): Promise<void> {
     console.log(
       `postgres bench: pool ${POOL}, ${WORKERS} workers, ${WARMUP_SECONDS}s warm-up, then ${PAIRS} alternated pairs of ${SECONDS}s rounds; ratios: median of the pairs (range)`,
     );
-    if (want(1)) await pair(
-      '1. lock, read, modify, commit (one hot row)',
-      'pg BEGIN; SELECT FOR UPDATE; UPDATE; COMMIT',
-      async () => {
-        const c = await pool.connect();
-        try {
-          await c.query('BEGIN');
-          const r = await c.query<{ v: string }>(`SELECT v FROM ${T} WHERE id = 1 FOR UPDATE`);
-          await c.query(`UPDATE ${T} SET v = $1 WHERE id = 1`, [Number(r.rows[0]?.v) + 1]);
-          await c.query('COMMIT');
-        } catch (err) {
-          await c.query('ROLLBACK').catch(() => {});
-          throw err;
-        } finally {
-          c.release();
-        }
-      },
-      [
-        [
-          'lockstep Counter.lock(hot, d => d.n += 1)',
-          () => Counter.lock('hot', (d) => void (d.n += 1)),
-        ],
-      ],
-    );
-    if (want(2)) await pair(
-      '2. atomic increment (one hot row)',
-      'pg UPDATE t SET v = v + 1 WHERE id = 1',
-      () => pool.query(`UPDATE ${T} SET v = v + 1 WHERE id = 1`),
-      [
-        [
-          'lockstep Counter.apply(hot, d => d.n.incr(1))',
-          () => Counter.apply('hot', (d) => d.n.incr(1)),
-        ],
-        [
-          'lockstep apply, 2 instances on the row (half each)',
-          (w) => (w % 2 ? Counter2 : Counter).apply('hot', (d) => d.n.incr(1)),
-        ],
-        [
-          'lockstep Counter.update(hot, d => d.n += 1)',
-          () => Counter.update('hot', (d) => void (d.n += 1), { retries: 10_000 }),
-        ],
-      ],
-    );
-    if (want(3)) await pair(
-      '3. bank transfers, 1,000 accounts (random pairs)',
-      'pg BEGIN; SELECT 2 rows FOR UPDATE; 2x UPDATE; COMMIT',
-      async () => {
-        const [from, to] = pick();
-        const c = await pool.connect();
-        try {
-          await c.query('BEGIN');
-          const r = await c.query<{ id: number; balance: string }>(
-            `SELECT id, balance FROM ${A} WHERE id = ANY($1) ORDER BY id FOR UPDATE`,
-            [[from, to]],
-          );
-          const bal = new Map(r.rows.map((x) => [x.id, Number(x.balance)]));
-          if ((bal.get(from) ?? 0) >= 1) {
-            await c.query(`UPDATE ${A} SET balance = $2 WHERE id = $1`, [
-              from,
-              (bal.get(from) ?? 0) - 1,
-            ]);
-            await c.query(`UPDATE ${A} SET balance = $2 WHERE id = $1`, [
-              to,
-              (bal.get(to) ?? 0) + 1,
-            ]);
+    if (want(1))
+      await pair(
+        '1. lock, read, modify, commit (one hot row)',
+        'pg BEGIN; SELECT FOR UPDATE; UPDATE; COMMIT',
+        async () => {
+          const c = await pool.connect();
+          try {
+            await c.query('BEGIN');
+            const r = await c.query<{ v: string }>(`SELECT v FROM ${T} WHERE id = 1 FOR UPDATE`);
+            await c.query(`UPDATE ${T} SET v = $1 WHERE id = 1`, [Number(r.rows[0]?.v) + 1]);
+            await c.query('COMMIT');
+          } catch (err) {
+            await c.query('ROLLBACK').catch(() => {});
+            throw err;
+          } finally {
+            c.release();
           }
-          await c.query('COMMIT');
-        } catch (err) {
-          await c.query('ROLLBACK').catch(() => {});
-          throw err;
-        } finally {
-          c.release();
-        }
-      },
-      [
+        },
         [
-          'lockstep Account.lock([from, to], ...)',
-          () => {
-            const [from, to] = pick();
-            return Account.lock([`a${from}`, `a${to}`], ([f, t]) => {
-              if (f!.balance >= 1) {
-                f!.balance -= 1;
-                t!.balance += 1;
-              }
-            });
-          },
+          [
+            'lockstep Counter.lock(hot, d => d.n += 1)',
+            () => Counter.lock('hot', (d) => void (d.n += 1)),
+          ],
         ],
+      );
+    if (want(2))
+      await pair(
+        '2. atomic increment (one hot row)',
+        'pg UPDATE t SET v = v + 1 WHERE id = 1',
+        () => pool.query(`UPDATE ${T} SET v = v + 1 WHERE id = 1`),
         [
-          'lockstep store.apply([from -1 if >= 1, to +1])',
-          () => {
-            const [from, to] = pick();
-            return store.apply([
-              Account.ops(
-                `a${from}`,
-                (a) => a.balance.incr(-1),
-                (a) => a.balance.gte(1),
-              ),
-              Account.ops(`a${to}`, (a) => a.balance.incr(1)),
-            ]);
-          },
+          [
+            'lockstep Counter.apply(hot, d => d.n.incr(1))',
+            () => Counter.apply('hot', (d) => d.n.incr(1)),
+          ],
+          [
+            'lockstep apply, 2 instances on the row (half each)',
+            (w) => (w % 2 ? Counter2 : Counter).apply('hot', (d) => d.n.incr(1)),
+          ],
+          [
+            'lockstep Counter.update(hot, d => d.n += 1)',
+            () => Counter.update('hot', (d) => void (d.n += 1), { retries: 10_000 }),
+          ],
         ],
-      ],
-    );
+      );
+    if (want(3))
+      await pair(
+        '3. bank transfers, 1,000 accounts (random pairs)',
+        'pg BEGIN; SELECT 2 rows FOR UPDATE; 2x UPDATE; COMMIT',
+        async () => {
+          const [from, to] = pick();
+          const c = await pool.connect();
+          try {
+            await c.query('BEGIN');
+            const r = await c.query<{ id: number; balance: string }>(
+              `SELECT id, balance FROM ${A} WHERE id = ANY($1) ORDER BY id FOR UPDATE`,
+              [[from, to]],
+            );
+            const bal = new Map(r.rows.map((x) => [x.id, Number(x.balance)]));
+            if ((bal.get(from) ?? 0) >= 1) {
+              await c.query(`UPDATE ${A} SET balance = $2 WHERE id = $1`, [
+                from,
+                (bal.get(from) ?? 0) - 1,
+              ]);
+              await c.query(`UPDATE ${A} SET balance = $2 WHERE id = $1`, [
+                to,
+                (bal.get(to) ?? 0) + 1,
+              ]);
+            }
+            await c.query('COMMIT');
+          } catch (err) {
+            await c.query('ROLLBACK').catch(() => {});
+            throw err;
+          } finally {
+            c.release();
+          }
+        },
+        [
+          [
+            'lockstep Account.lock([from, to], ...)',
+            () => {
+              const [from, to] = pick();
+              return Account.lock([`a${from}`, `a${to}`], ([f, t]) => {
+                if (f!.balance >= 1) {
+                  f!.balance -= 1;
+                  t!.balance += 1;
+                }
+              });
+            },
+          ],
+          [
+            'lockstep store.apply([from -1 if >= 1, to +1])',
+            () => {
+              const [from, to] = pick();
+              return store.apply([
+                Account.ops(
+                  `a${from}`,
+                  (a) => a.balance.incr(-1),
+                  (a) => a.balance.gte(1),
+                ),
+                Account.ops(`a${to}`, (a) => a.balance.incr(1)),
+              ]);
+            },
+          ],
+        ],
+      );
     // 4. One worker, no contention: latency is round trips (ratios of ops/s = inverse latency).
     WORKERS = 1;
-    if (want(4)) await pair(
-      '4. no contention, 1 worker: lock/read/modify/commit',
-      'pg BEGIN; SELECT FOR UPDATE; UPDATE; COMMIT (4 RT)',
-      async () => {
-        const c = await pool.connect();
-        try {
-          await c.query('BEGIN');
-          const r = await c.query<{ v: string }>(`SELECT v FROM ${T} WHERE id = 1 FOR UPDATE`);
-          await c.query(`UPDATE ${T} SET v = $1 WHERE id = 1`, [Number(r.rows[0]?.v) + 1]);
-          await c.query('COMMIT');
-        } finally {
-          c.release();
-        }
-      },
-      [['lockstep Counter.lock (2 RT)', () => Counter.lock('hot', (d) => void (d.n += 1))]],
-    );
-    if (want(5)) await pair(
-      '5. no contention, 1 worker: increment',
-      'pg UPDATE t SET v = v + 1 (1 RT)',
-      () => pool.query(`UPDATE ${T} SET v = v + 1 WHERE id = 1`),
-      [
+    if (want(4))
+      await pair(
+        '4. no contention, 1 worker: lock/read/modify/commit',
+        'pg BEGIN; SELECT FOR UPDATE; UPDATE; COMMIT (4 RT)',
+        async () => {
+          const c = await pool.connect();
+          try {
+            await c.query('BEGIN');
+            const r = await c.query<{ v: string }>(`SELECT v FROM ${T} WHERE id = 1 FOR UPDATE`);
+            await c.query(`UPDATE ${T} SET v = $1 WHERE id = 1`, [Number(r.rows[0]?.v) + 1]);
+            await c.query('COMMIT');
+          } finally {
+            c.release();
+          }
+        },
+        [['lockstep Counter.lock (2 RT)', () => Counter.lock('hot', (d) => void (d.n += 1))]],
+      );
+    if (want(5))
+      await pair(
+        '5. no contention, 1 worker: increment',
+        'pg UPDATE t SET v = v + 1 (1 RT)',
+        () => pool.query(`UPDATE ${T} SET v = v + 1 WHERE id = 1`),
         [
-          'lockstep Counter.apply (1 RT when this process wrote last)',
-          () => Counter.apply('hot', (d) => d.n.incr(1)),
+          [
+            'lockstep Counter.apply (1 RT when this process wrote last)',
+            () => Counter.apply('hot', (d) => d.n.incr(1)),
+          ],
         ],
-      ],
-    );
+      );
     WORKERS = 16;
     // Invariants after all that: money is conserved on both sides.
     const raw = await pool.query<{ s: string }>(`SELECT sum(balance) AS s FROM ${A}`);

@@ -57,6 +57,8 @@ export class PgLease implements Lease, WriteScope {
   #deadBeforeCommit = false;
   #released: Promise<boolean> | undefined;
   #ended = false;
+  /** Cleared when its commit found it lost (fence) or failed. */
+  #heldToEnd = true;
   #lostSignal: AbortController | undefined;
   #lostReason: LeaseLostError | undefined;
 
@@ -124,13 +126,21 @@ export class PgLease implements Lease, WriteScope {
     return `it expired after leaseMs (${this.#req.leaseMs} ms) without renewal`;
   }
 
+  /** Lost before it ended; a lease that ended by commit or release is not lost afterwards. */
   get lost(): boolean {
+    if (this.#lostReason !== undefined) return true;
+    if (this.#settled) return false;
     return (
-      this.#lostReason !== undefined ||
       this.#conn.dead !== undefined ||
       this.#renewFailed !== undefined ||
       (!this.#req.renew && performance.now() > this.#deadline)
     );
+  }
+
+  /** Records that the lease was lost before it ended (aborting the signal if one was made). */
+  #markLost(why: string): void {
+    this.#lostReason ??= new LeaseLostError(this.name, why);
+    this.#lostSignal?.abort(this.#lostReason);
   }
 
   /** @internal the lease was known lost before its commit was sent (nothing was sent). */
@@ -162,25 +172,40 @@ export class PgLease implements Lease, WriteScope {
     if (this.#settled) {
       return refuse('fence', 0, 'the lease was already committed or released');
     }
-    this.#settled = true;
-    this.#stopTimer();
     if (this.lost) {
       // Nothing is sent: exact, the lease's transaction never commits.
+      this.#markLost('it was lost before the commit');
+      this.#settled = true;
+      this.#stopTimer();
       this.#deadBeforeCommit = true;
       await this.end();
       return refuse('fence', 0, 'the lease was lost before the commit; nothing was written');
     }
+    this.#settled = true;
+    this.#stopTimer();
     if (writes.length === 0) {
       await this.end();
       return { applied: true, docs: [], results: [] };
     }
-    return this.#host.commit(this, this.#conn, writes);
+    try {
+      const r = await this.#host.commit(this, this.#conn, writes);
+      // A fence refusal here means the lease turned out lost at its commit.
+      if (!r.applied && r.reason === 'fence') {
+        this.#heldToEnd = false;
+        this.#markLost(r.detail ?? 'its commit found it lost');
+      }
+      return r;
+    } catch (err) {
+      this.#heldToEnd = false;
+      throw err;
+    }
   }
 
   /**
    * Ends the lease without writing: true when it still held, i.e. its transaction was open and
-   * its ROLLBACK succeeded (the locks were ours until then); false when it was lost before, or
-   * was already committed. Idempotent: a second call resolves what the first did.
+   * its ROLLBACK succeeded (the locks were ours until then); false when it was lost before.
+   * After a commit: true unless the commit found the lease lost. Idempotent: a second call
+   * resolves what the first did.
    */
   release(): Promise<boolean> {
     this.#released ??= this.#release();
@@ -188,13 +213,17 @@ export class PgLease implements Lease, WriteScope {
   }
 
   async #release(): Promise<boolean> {
-    if (this.#settled) return false;
-    this.#settled = true;
-    this.#stopTimer();
+    // After a commit: whether the lease held until the commit ended it.
+    if (this.#settled) return this.#lostReason === undefined && this.#heldToEnd;
     if (this.lost) {
+      this.#markLost('it was lost before it was released');
+      this.#settled = true;
+      this.#stopTimer();
       await this.end();
       return false;
     }
+    this.#settled = true;
+    this.#stopTimer();
     let held = false;
     try {
       await this.#conn.query('ROLLBACK');
@@ -221,8 +250,7 @@ export class PgLease implements Lease, WriteScope {
   #lose(why: string): void {
     if (this.#settled || this.#lostReason !== undefined) return;
     this.#stopTimer();
-    this.#lostReason = new LeaseLostError(this.name, why);
-    this.#lostSignal?.abort(this.#lostReason);
+    this.#markLost(why);
   }
 
   #stopTimer(): void {

@@ -157,7 +157,8 @@ class GiveUp {
     this.#signal = options.signal;
     const started = performance.now();
     this.#onAbort = () => this.#fire(options.signal?.reason);
-    this.#signal?.addEventListener('abort', this.#onAbort, { once: true });
+    if (this.#signal?.aborted) this.reason = this.#signal.reason;
+    else this.#signal?.addEventListener('abort', this.#onAbort, { once: true });
     if (options.timeoutMs !== undefined) {
       const name = writes.map((w) => lockName(w.model, [w.key], DEFAULT_ACTION)).join(', ');
       this.#timer = setTimeout(

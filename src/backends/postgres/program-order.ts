@@ -2,7 +2,9 @@
  * Writes in flight in this process, per document (across every backend instance): a lease waits
  * for the writes issued before it on its keys, so that in one process a lock always sees the
  * writes its program issued before asking for it (program order), as it does on a single-threaded
- * server. A write never waits for a lease, so a holder can await a write of its own key.
+ * server. The wait is bounded (a second at most): a write may itself be waiting for another
+ * default-action exclusive lease (plain writers wait for those), and a lease must not wait on
+ * that chain for long.
  */
 const inflight = new Map<string, Set<Promise<unknown>>>();
 

@@ -100,9 +100,11 @@ export async function resolveLostCommit(
     );
   } catch (e) {
     if (planned) return planned;
+    // Committed, but the result cannot be built: never a plain error (that reads as "not
+    // written"); outcomeUnknown tells the caller to read before retrying.
     throw new BackendError(
-      `committed ${lease.name}, but reading the documents back failed; the write was applied`,
-      { cause: e },
+      `committed ${lease.name} (its transaction committed), but reading the documents back failed; read before retrying`,
+      { cause: e, outcomeUnknown: true },
     );
   }
   return {

@@ -297,3 +297,27 @@ describe('postgres: a plain write whose reply is lost after the server ran it', 
     expect(doc?.data.n).toBe(1);
   });
 });
+
+describe('postgres: a bounded write whose bound passes after the server ran it', () => {
+  // The statement commits at once; its reply is held back past timeoutMs, so the bound fires
+  // and a cancel is sent for a statement that already completed: the answer must be its success.
+  it('reports the success (not LockTimeoutError), and the write is stored', async () => {
+    const key = fresh(1)[0] as string;
+    await direct.write([{ kind: 'create', model, key, data: { n: 0 } }]);
+    const slow = proxy.addRule((_c, _chunk, direction) =>
+      direction === 'toClient' ? { delayMs: 300 } : 'forward',
+    );
+    let r: WriteResult;
+    try {
+      r = await viaProxy.write(
+        [{ kind: 'patch', model, key, ops: [{ op: 'set', field: 'mine', value: true }] }],
+        { timeoutMs: 50 },
+      );
+    } finally {
+      slow();
+    }
+    expect(r.applied).toBe(true);
+    const [doc] = await direct.read([{ model, key }]);
+    expect(doc?.data.mine).toBe(true);
+  });
+});

@@ -443,6 +443,12 @@ function contains(v: Json | undefined, value: Json): boolean {
  * evalGuard({}, { guard: 'cmp', field: 'n', cmp: 'ne', value: 1 }); // true (missing field)
  * ```
  */
+/** The length a `length` comparison sees: of a string or an array; 0 when missing; else none. */
+function lengthOf(v: Json | undefined): number | undefined {
+  if (v === undefined) return 0;
+  return typeof v === 'string' || Array.isArray(v) ? v.length : undefined;
+}
+
 export function evalGuard(data: Data, g: Guard): boolean {
   const v = Object.hasOwn(data, g.field) ? data[g.field] : undefined;
   switch (g.guard) {
@@ -453,13 +459,15 @@ export function evalGuard(data: Data, g: Guard): boolean {
     case 'notContains':
       return !contains(v, g.value);
     case 'cmp': {
-      let left: Json | undefined = v;
-      if (g.length === true) {
-        left =
-          v === undefined ? 0 : typeof v === 'string' || Array.isArray(v) ? v.length : undefined;
-      }
+      const left = g.length === true ? lengthOf(v) : v;
       if (left === undefined) return g.cmp === 'ne';
-      const right = g.value;
+      // The right-hand side: a literal, or another field of the same document (its pre-image).
+      let right: Json | undefined = g.value;
+      if (g.ref !== undefined) {
+        const r = Object.hasOwn(data, g.ref.field) ? data[g.ref.field] : undefined;
+        right = g.ref.length === true ? lengthOf(r) : r;
+        if (right === undefined) return g.cmp === 'ne';
+      }
       switch (g.cmp) {
         case 'eq':
           return deepEqual(left, right);
@@ -524,8 +532,13 @@ export function firstFalseGuard(data: Data, guards: readonly Guard[]): number {
 export function describeGuard(g: Guard): string {
   const f = JSON.stringify(g.field);
   switch (g.guard) {
-    case 'cmp':
-      return `${f}${g.length ? ' length' : ''} ${g.cmp} ${JSON.stringify(g.value)}`;
+    case 'cmp': {
+      const right =
+        g.ref === undefined
+          ? JSON.stringify(g.value)
+          : `${g.ref.length ? 'the length of' : 'field'} ${JSON.stringify(g.ref.field)}`;
+      return `${f}${g.length ? ' length' : ''} ${g.cmp} ${right}`;
+    }
     case 'exists':
       return g.value ? `${f} exists` : `${f} is absent`;
     default:

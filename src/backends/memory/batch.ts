@@ -8,7 +8,7 @@
  * if (plan.pending === undefined && plan.refusal === undefined) install(plan);
  * ```
  */
-import { applyOps } from '../../store/apply-ops.js';
+import { applyOps, describeGuard, firstFalseGuard } from '../../store/apply-ops.js';
 import type {
   CheckIssue,
   Data,
@@ -26,7 +26,6 @@ import {
   recordPatches,
   snapshot,
 } from './documents.js';
-import { describe as describeGuard, firstFalse } from './guards.js';
 
 /** A refused write result. */
 export type Refusal = Extract<WriteResult, { applied: false }>;
@@ -260,7 +259,7 @@ function applyWrite(
       }
       const guards = w.guards;
       if (guards !== undefined && guards.length > 0) {
-        const failed = firstFalse(s.data, guards);
+        const failed = firstFalseGuard(s.data, guards);
         if (failed >= 0) {
           return {
             applied: false,

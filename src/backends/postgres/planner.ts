@@ -9,6 +9,7 @@ import {
   cloneJson,
   copyJson,
   describeGuard,
+  firstFalseGuard,
   NotJsonError,
 } from '../../store/apply-ops.js';
 import type {
@@ -20,7 +21,6 @@ import type {
   WriteResult,
 } from '../../store/backend.js';
 import type { PgContext } from './context.js';
-import { firstFalse } from './guards.js';
 import { compareC, docId, type Raw, type Row } from './rows.js';
 import type { WriteScope } from './scope.js';
 import { FENCE_SEQUENCE, ident, jsonbProblem, lit } from './sql.js';
@@ -205,7 +205,7 @@ export async function planWrites(
         // Guards are well-formed (the boundary checked them); evaluated on the pre-image read
         // under the row lock in this transaction, so the first false one is exact.
         const guards = w.guards ?? [];
-        const falseAt = firstFalse(s.data, guards);
+        const falseAt = firstFalseGuard(s.data, guards);
         if (falseAt >= 0) {
           return {
             ok: false,

@@ -6,9 +6,8 @@
  * document.
  */
 import { BackendError, ValidationError } from '../../errors.js';
-import { applyOps } from '../../store/apply-ops.js';
+import { applyOps, evalGuards } from '../../store/apply-ops.js';
 import type { CheckIssue, Data, DocRef, DocWrite, Json, WriteResult } from '../../store/backend.js';
-import { guardsHold } from './guards.js';
 import { clusterSlot, type DocKeys, type KeyLayout } from './keys.js';
 import type { ScriptName } from './scripts.js';
 import {
@@ -445,7 +444,7 @@ export class WritePath {
     if (!ck.ok) issues.set(0, found as readonly CheckIssue[]);
     // A patch without ops writes nothing (the document keeps its version and last writer): no
     // speculation on a token that will not be the document's.
-    if (!ck.ok || w.ops.length === 0 || !guardsHold(c.data, w.guards ?? [])) {
+    if (!ck.ok || w.ops.length === 0 || !evalGuards(c.data, w.guards ?? [])) {
       return { used, issues, speculated: false };
     }
     const version = c.version + 1;
@@ -524,7 +523,7 @@ export class WritePath {
           certain = false;
           continue;
         }
-        const guardsOk = guardsHold(s.data, w.guards ?? []);
+        const guardsOk = evalGuards(s.data, w.guards ?? []);
         const p = applyOps(s.data, w.ops);
         if (!p.ok) {
           certain = false;

@@ -12,8 +12,11 @@ import { type PostgresBackend, postgres } from '../../../src/backends/postgres/i
 import { ConflictError, LeaseLostError, LockTimeoutError } from '../../../src/errors.js';
 import type { LeaseRequest } from '../../../src/store/backend.js';
 import { createStore } from '../../../src/store/index.js';
+import { type PostgresServer, startPostgres } from '../../support/servers.js';
 
-const url = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
+// A PostgreSQL of this file's own: one test ends a lease's session (pg_terminate_backend).
+let server: PostgresServer;
+let url: string;
 const schema = `lswait_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 
 let b0: PostgresBackend;
@@ -21,6 +24,8 @@ let b1: PostgresBackend;
 let admin: pg.Client;
 
 beforeAll(async () => {
+  server = await startPostgres();
+  url = server.url;
   b0 = postgres({ url, schema, poolSize: 8 });
   b1 = postgres({ url, schema, poolSize: 8 });
   admin = new pg.Client({ connectionString: url });
@@ -33,6 +38,7 @@ afterAll(async () => {
   await b1.close();
   await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
   await admin.end();
+  await server.stop();
 });
 
 const lease = (keys: string[], extra: Partial<LeaseRequest> = {}): LeaseRequest => ({

@@ -1,0 +1,83 @@
+/**
+ * A worker of the threads tests: rebuilds a primitive from its handle and runs a job on it.
+ * Jobs: "hammer" (N non-atomic read-modify-writes of a shared counter under the lock, each with
+ * an await inside), "queue" (one acquisition queued now, logged when granted, held until told),
+ * "hold" (takes the lock and reports, then never releases).
+ */
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+import { Mutex, RWLock, Semaphore } from '../../src/threads/index.js';
+
+interface Data {
+  kind: 'mutex' | 'rwlock' | 'semaphore';
+  handle: never;
+  job: 'hammer' | 'queue' | 'hold' | 'readers';
+  counter: Int32Array;
+  iterations?: number;
+  weight?: number;
+  log?: Int32Array;
+  tag?: number;
+}
+
+const d = workerData as Data;
+const port = parentPort!;
+
+type Lock = {
+  exclusive: <T>(fn: () => T | Promise<T>) => Promise<T>;
+  acquire: () => Promise<{ release(): void }>;
+};
+
+function open(): Lock {
+  if (d.kind === 'mutex') {
+    const m = Mutex.from(d.handle);
+    return { exclusive: (fn) => m.run(fn), acquire: () => m.acquire() };
+  }
+  if (d.kind === 'rwlock') {
+    const l = RWLock.from(d.handle);
+    return { exclusive: (fn) => l.write(fn), acquire: () => l.acquireWrite() };
+  }
+  const s = Semaphore.from(d.handle);
+  const weight = d.weight ?? s.capacity;
+  return {
+    exclusive: (fn) => s.run(fn, { weight }),
+    acquire: () => s.acquire({ weight }),
+  };
+}
+
+const lock = open();
+
+async function main(): Promise<void> {
+  const c = d.counter;
+  if (d.job === 'hammer') {
+    for (let i = 0; i < (d.iterations ?? 1000); i++) {
+      await lock.exclusive(async () => {
+        const v = c[0]!;
+        if (i % 2 === 0) await Promise.resolve();
+        else await new Promise<void>((r) => setImmediate(r));
+        c[0] = v + 1;
+      });
+    }
+    port.postMessage({ done: true });
+    return;
+  }
+  if (d.job === 'queue') {
+    const p = lock.acquire();
+    port.postMessage({ queued: threadId });
+    const permit = await p;
+    const log = d.log!;
+    log[Atomics.add(log, 0, 1) + 1] = d.tag!;
+    port.postMessage({ granted: d.tag });
+    await new Promise<void>((resolve) => port.once('message', () => resolve()));
+    permit.release();
+    port.postMessage({ released: d.tag });
+    return;
+  }
+  if (d.job === 'hold') {
+    await lock.acquire();
+    port.postMessage({ holding: threadId });
+    setInterval(() => {}, 1000); // stays alive holding it until terminated
+  }
+}
+
+main().catch((err: unknown) => {
+  port.postMessage({ error: String((err as Error)?.stack ?? err) });
+});

@@ -1,23 +1,41 @@
 /**
- * Test support for lockstep/threads: starting a worker that runs a TypeScript file of this
- * folder (through tsx's loader, registered inside the worker), waiting for its messages, and a
- * guard against hangs.
+ * Test support for lockstep/threads: the worker scripts of this folder bundled to plain
+ * JavaScript once per process (esbuild, which tsx ships: a worker starts in milliseconds, and
+ * no loader thread keeps it alive, so a keep-alive bug shows), starting workers, waiting for
+ * their messages, and a guard against hangs.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { build } from 'esbuild';
+
+const outDir = mkdtempSync(join(tmpdir(), 'lockstep-threads-'));
+const bundles = new Map<string, string>();
+
+/** `test/threads/<file>` (TypeScript) bundled with what it imports into one .mjs file. */
+export async function bundled(file: string): Promise<string> {
+  const done = bundles.get(file);
+  if (done !== undefined) return done;
+  const entry = fileURLToPath(new URL(file, import.meta.url));
+  const out = join(outDir, file.replace(/^\.\//, '').replace(/\.ts$/, '.mjs'));
+  await build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    outfile: out,
+    logLevel: 'error',
+  });
+  bundles.set(file, out);
+  return out;
+}
 
 /** Starts `test/threads/<file>` in a worker with `workerData`. */
-export function startWorker(file: string, workerData: unknown): Worker {
-  const url = new URL(file, import.meta.url).href;
-  const boot = `import { register } from 'tsx/esm/api'; register(); await import(${JSON.stringify(url)});`;
-  return new Worker(boot, {
-    eval: true,
-    workerData,
-    // tsx resolves from the repository's node_modules
-    env: { ...process.env },
-    stdout: false,
-    stderr: false,
-  });
+export async function startWorker(file: string, workerData: unknown): Promise<Worker> {
+  return new Worker(await bundled(file), { workerData, stdout: false, stderr: false });
 }
 
 /** The repository root (for child processes). */

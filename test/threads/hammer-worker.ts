@@ -1,7 +1,7 @@
 /**
  * A worker of the threads tests: rebuilds a primitive from its handle and runs a job on it.
- * Jobs: "hammer" (N non-atomic read-modify-writes of a shared counter under the lock, each with
- * an await inside), "queue" (one acquisition queued now, logged when granted, held until told),
+ * Jobs: "hammer" (on "go", N non-atomic read-modify-writes of a shared counter under the lock,
+ * each with an await inside), "queue" (one acquisition queued now, logged when granted, held until told),
  * "hold" (takes the lock and reports, then never releases).
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
@@ -48,6 +48,8 @@ const lock = open();
 async function main(): Promise<void> {
   const c = d.counter;
   if (d.job === 'hammer') {
+    // start together, once the test listens for "done"
+    await new Promise<void>((resolve) => port.once('message', () => resolve()));
     for (let i = 0; i < (d.iterations ?? 1000); i++) {
       await lock.exclusive(async () => {
         const v = c[0]!;

@@ -71,6 +71,7 @@ for (let round = 0; round < REPEAT; round++) {
           const done = workers.map((w) =>
             message<{ done?: boolean; error?: string }>(w, (m) => !!m.done || !!m.error),
           );
+          for (const w of workers) w.postMessage('go');
           for (let i = 0; i < ITERATIONS; i++) {
             await p.exclusive(async () => {
               const v = counter[0]!;

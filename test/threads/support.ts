@@ -12,12 +12,19 @@ import { Worker } from 'node:worker_threads';
 import { build } from 'esbuild';
 
 const outDir = mkdtempSync(join(tmpdir(), 'lockstep-threads-'));
-const bundles = new Map<string, string>();
+const bundles = new Map<string, Promise<string>>();
 
 /** `test/threads/<file>` (TypeScript) bundled with what it imports into one .mjs file. */
-export async function bundled(file: string): Promise<string> {
-  const done = bundles.get(file);
-  if (done !== undefined) return done;
+export function bundled(file: string): Promise<string> {
+  let done = bundles.get(file);
+  if (done === undefined) {
+    done = bundle(file);
+    bundles.set(file, done);
+  }
+  return done;
+}
+
+async function bundle(file: string): Promise<string> {
   const entry = fileURLToPath(new URL(file, import.meta.url));
   const out = join(outDir, file.replace(/^\.\//, '').replace(/\.ts$/, '.mjs'));
   await build({
@@ -29,7 +36,6 @@ export async function bundled(file: string): Promise<string> {
     outfile: out,
     logLevel: 'error',
   });
-  bundles.set(file, out);
   return out;
 }
 

@@ -31,19 +31,24 @@ const waitAsync = (
   }
 ).waitAsync;
 
-/** The floor: CAS 0 -> 1, else sleep on the word; release stores 0 and wakes one (unfair). */
+/**
+ * The floor: Drepper's futex mutex over waitAsync (0 free, 1 held, 2 held with waiters): CAS,
+ * sleep on the word, release by store + notify one. Unfair: the releasing thread usually takes
+ * it again before a woken waiter runs.
+ */
 async function floorLock(a: Int32Array): Promise<void> {
-  for (;;) {
-    if (Atomics.compareExchange(a, 0, 0, 1) === 0) return;
-    Atomics.store(a, 1, 1); // someone waits
-    const r = waitAsync(a, 0, 1);
-    if (r.async) await r.value;
-  }
+  let c = Atomics.compareExchange(a, 0, 0, 1);
+  if (c === 0) return;
+  do {
+    if (c === 2 || Atomics.compareExchange(a, 0, 1, 2) !== 0) {
+      const r = waitAsync(a, 0, 2);
+      if (r.async) await r.value;
+    }
+  } while ((c = Atomics.compareExchange(a, 0, 0, 2)) !== 0);
 }
 function floorUnlock(a: Int32Array): void {
-  Atomics.store(a, 0, 0);
-  if (Atomics.load(a, 1) !== 0) {
-    Atomics.store(a, 1, 0);
+  if (Atomics.sub(a, 0, 1) !== 1) {
+    Atomics.store(a, 0, 0);
     Atomics.notify(a, 0, 1);
   }
 }
@@ -60,7 +65,11 @@ function critical(counts: { n: number; handoffs: number }): void {
 
 async function main(): Promise<void> {
   const counts = { n: 0, handoffs: 0 };
-  await new Promise<void>((r) => parentPort!.once('message', () => r()));
+  const go = new Promise<void>((r) => parentPort!.once('message', () => r()));
+  parentPort!.postMessage('ready');
+  await go;
+  // A pending waitAsync does not keep a thread alive (the floor's waiters would exit).
+  const keep = setInterval(() => {}, 1 << 30);
   if (d.subject === 'lockstep') {
     const m = Mutex.from(d.handle);
     while (Atomics.load(s, 0) === 0) {
@@ -88,6 +97,7 @@ async function main(): Promise<void> {
     }
     port.close();
   }
+  clearInterval(keep);
   parentPort!.postMessage(counts);
 }
 

@@ -80,7 +80,7 @@ async function contended(file: string, subject: Subject): Promise<Result> {
         transferList: [c.port2],
       }),
   );
-  await new Promise((r) => setTimeout(r, 200)); // let them start and compile
+  await Promise.all(workers.map((w) => new Promise((r) => w.once('message', r)))); // ready
   const done = workers.map(
     (w) => new Promise<{ n: number; handoffs: number }>((resolve) => w.once('message', resolve)),
   );

@@ -247,7 +247,7 @@ export class SharedQueue {
     const ok = a[HEAD] === a[NEXT] && a[AVAIL]! >= units;
     if (ok) {
       this.hold(ME, units);
-      Atomics.store(a, AVAIL, a[AVAIL]! - units);
+      a[AVAIL]! -= units; // plain: published by the guard's release
     }
     Atomics.store(a, GUARD, 0);
     return ok;
@@ -301,7 +301,7 @@ export class SharedQueue {
     const a = this.a;
     this.lock();
     this.unhold(ME, units);
-    Atomics.store(a, AVAIL, a[AVAIL]! + units);
+    a[AVAIL]! += units;
     if (a[HEAD] !== a[NEXT]) this.dispatch();
     this.unlock();
   }

@@ -2,7 +2,8 @@
  * A worker of the threads tests: rebuilds a primitive from its handle and runs a job on it.
  * Jobs: "hammer" (on "go", N non-atomic read-modify-writes of a shared counter under the lock,
  * each with an await inside), "queue" (one acquisition queued now, logged when granted, held until told),
- * "hold" (takes the lock and reports, then never releases).
+ * "hold" (takes the lock and reports, then never releases), "readers" (an RWLock: 3 reads for
+ * each write, counting any reader that meets a writer or writer that meets anyone).
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { Mutex, RWLock, Semaphore } from '../../src/threads/index.js';
@@ -57,6 +58,32 @@ async function main(): Promise<void> {
         else await new Promise<void>((r) => setImmediate(r));
         c[0] = v + 1;
       });
+    }
+    port.postMessage({ done: true });
+    return;
+  }
+  if (d.job === 'readers') {
+    // counter: [0] writes (non-atomic), [1] readers inside, [2] writers inside, [3] violations
+    const l = RWLock.from(d.handle);
+    await new Promise<void>((resolve) => port.once('message', () => resolve()));
+    for (let i = 0; i < (d.iterations ?? 1000); i++) {
+      if (i % 4 === 0) {
+        await l.write(async () => {
+          if (Atomics.add(c, 2, 1) !== 0 || Atomics.load(c, 1) !== 0) Atomics.add(c, 3, 1);
+          const v = c[0]!;
+          await new Promise<void>((r) => setImmediate(r));
+          c[0] = v + 1;
+          Atomics.sub(c, 2, 1);
+        });
+      } else {
+        await l.read(async () => {
+          Atomics.add(c, 1, 1);
+          if (Atomics.load(c, 2) !== 0) Atomics.add(c, 3, 1);
+          await new Promise<void>((r) => setImmediate(r));
+          if (Atomics.load(c, 2) !== 0) Atomics.add(c, 3, 1);
+          Atomics.sub(c, 1, 1);
+        });
+      }
     }
     port.postMessage({ done: true });
     return;

@@ -90,6 +90,36 @@ for (let round = 0; round < REPEAT; round++) {
       });
     }
 
+    it('rwlock: readers and writers in 4 workers: a writer never meets anyone, and no write is lost', async () => {
+      const l = new RWLock({ name: 'rw' });
+      const c = new Int32Array(new SharedArrayBuffer(16));
+      const workers = await Promise.all(
+        Array.from({ length: WORKERS }, () =>
+          startWorker('./hammer-worker.ts', {
+            kind: 'rwlock',
+            handle: l.handle,
+            job: 'readers',
+            counter: c,
+            iterations: ITERATIONS,
+          }),
+        ),
+      );
+      try {
+        const done = workers.map((w) =>
+          message<{ done?: boolean; error?: string }>(w, (m) => !!m.done || !!m.error),
+        );
+        for (const w of workers) w.postMessage('go');
+        const results = await noHang(Promise.all(done), 'rwlock readers');
+        for (const r of results) expect(r.error).toBeUndefined();
+        expect(c[3]).toBe(0); // violations
+        expect(c[0]).toBe((WORKERS * ITERATIONS) / 4);
+        expect(l.isLocked).toBe(false);
+        expect(l.waiting).toBe(0);
+      } finally {
+        await stopAll(workers);
+      }
+    });
+
     it('mutex: FIFO over threads: waiters queued one after another, in several threads, get it in that order', async () => {
       const m = new Mutex({ name: 'fifo' });
       const log = new Int32Array(new SharedArrayBuffer(4 * 32));

@@ -1,7 +1,9 @@
 /**
  * A worker of bench/threads.ts (bundled to plain JavaScript by it). It loops on one lock until
  * the stop word is set, incrementing a shared counter non-atomically inside, and reports its
- * acquisitions and hand-offs (acquisitions whose previous owner was another thread).
+ * acquisitions and hand-offs (acquisitions whose previous owner was another thread), its event
+ * loop utilization (the share of the window its loop was running rather than idle, waiting) and
+ * the CPU time of the whole process during its window (process.cpuUsage is per process).
  * Subjects: "lockstep" (lockstep/threads Mutex), "floor" (a minimal unfair SharedArrayBuffer +
  * Atomics.waitAsync mutex) and "port" (a lock server on the main thread over a MessagePort).
  */
@@ -70,6 +72,8 @@ async function main(): Promise<void> {
   await go;
   // A pending waitAsync does not keep a thread alive (the floor's waiters would exit).
   const keep = setInterval(() => {}, 1 << 30);
+  const elu0 = performance.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
   if (d.subject === 'lockstep') {
     const m = Mutex.from(d.handle);
     while (Atomics.load(s, 0) === 0) {
@@ -98,7 +102,9 @@ async function main(): Promise<void> {
     port.close();
   }
   clearInterval(keep);
-  parentPort!.postMessage(counts);
+  const elu = performance.eventLoopUtilization(elu0).utilization;
+  const cpu = process.cpuUsage(cpu0);
+  parentPort!.postMessage({ ...counts, elu, cpuMs: (cpu.user + cpu.system) / 1000 });
 }
 
 void main();

@@ -30,6 +30,8 @@ interface Result {
   acquisitions: number;
   handoffs: number;
   seconds: number;
+  /** Mean event-loop utilization of the workers (0: always idle, waiting; 1: always running). */
+  elu: number;
 }
 
 async function bundle(): Promise<string> {
@@ -82,7 +84,10 @@ async function contended(file: string, subject: Subject): Promise<Result> {
   );
   await Promise.all(workers.map((w) => new Promise((r) => w.once('message', r)))); // ready
   const done = workers.map(
-    (w) => new Promise<{ n: number; handoffs: number }>((resolve) => w.once('message', resolve)),
+    (w) =>
+      new Promise<{ n: number; handoffs: number; elu: number }>((resolve) =>
+        w.once('message', resolve),
+      ),
   );
   const t0 = performance.now();
   for (const w of workers) w.postMessage('go');
@@ -96,7 +101,12 @@ async function contended(file: string, subject: Subject): Promise<Result> {
   if (shared[2] !== acquisitions) {
     throw new Error(`${subject}: mutual exclusion violated (${shared[2]} != ${acquisitions})`);
   }
-  return { acquisitions, handoffs: counts.reduce((a, c) => a + c.handoffs, 0), seconds };
+  return {
+    acquisitions,
+    handoffs: counts.reduce((a, c) => a + c.handoffs, 0),
+    seconds,
+    elu: counts.reduce((a, c) => a + c.elu, 0) / counts.length,
+  };
 }
 
 function uncontended(): { tryAcquire: number; run: number } {
@@ -124,16 +134,17 @@ const fmt = (n: number) =>
 export default async function main(): Promise<void> {
   const file = await bundle();
   const subjects: Subject[] = ['lockstep', 'floor', 'port'];
-  const rates: Record<Subject, { acq: number[]; hand: number[] }> = {
-    lockstep: { acq: [], hand: [] },
-    floor: { acq: [], hand: [] },
-    port: { acq: [], hand: [] },
+  const rates: Record<Subject, { acq: number[]; hand: number[]; elu: number[] }> = {
+    lockstep: { acq: [], hand: [], elu: [] },
+    floor: { acq: [], hand: [], elu: [] },
+    port: { acq: [], hand: [], elu: [] },
   };
   for (let r = 0; r < ROUNDS; r++) {
     for (const s of r % 2 === 0 ? subjects : [...subjects].reverse()) {
       const res = await contended(file, s);
       rates[s].acq.push(res.acquisitions / res.seconds);
       rates[s].hand.push(res.handoffs / res.seconds);
+      rates[s].elu.push(res.elu);
     }
   }
   console.log(`\nthreads: ${WORKERS} workers on one mutex, ${MS} ms x ${ROUNDS} rounds (median)`);
@@ -142,7 +153,7 @@ export default async function main(): Promise<void> {
     const acq = median(rates[s].acq);
     const hand = median(rates[s].hand);
     console.log(
-      `  ${s.padEnd(9)} ${fmt(acq).padStart(8)} acquisitions/s  ${fmt(hand).padStart(8)} hand-offs/s  (${((100 * hand) / acq).toFixed(0)}% hand-offs)`,
+      `  ${s.padEnd(9)} ${fmt(acq).padStart(8)} acquisitions/s  ${fmt(hand).padStart(8)} hand-offs/s  (${((100 * hand) / acq).toFixed(0)}% hand-offs; workers' loops busy ${(100 * median(rates[s].elu)).toFixed(0)}%)`,
     );
   }
   console.log(

@@ -103,7 +103,11 @@ async function main(): Promise<void> {
   if (d.job === 'hold') {
     await lock.acquire();
     port.postMessage({ holding: threadId });
-    setInterval(() => {}, 1000); // stays alive holding it until terminated
+    setInterval(() => {}, 1000); // stays alive holding it until terminated, or told how to end
+    port.on('message', (how: string) => {
+      if (how === 'exit') process.exit(0);
+      if (how === 'throw') throw new Error('crash while holding the lock');
+    });
   }
 }
 

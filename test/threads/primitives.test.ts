@@ -285,6 +285,29 @@ for (let round = 0; round < REPEAT; round++) {
       });
     }
 
+    for (const how of ['exit', 'throw'] as const) {
+      it(`a holder that ends by ${how === 'exit' ? 'process.exit()' : 'an uncaught error'} is taken back too`, async () => {
+        const m = new Mutex();
+        const counter = new Int32Array(new SharedArrayBuffer(4));
+        const holder = await startWorker('./hammer-worker.ts', {
+          kind: 'mutex',
+          handle: m.handle,
+          job: 'hold',
+          counter,
+        });
+        holder.on('error', () => {}); // the uncaught error is expected
+        m.watch(holder);
+        await noHang(
+          message(holder, (x: { holding?: number }) => !!x.holding),
+          'holder',
+        );
+        const next = m.run(() => 'mine');
+        holder.postMessage(how);
+        await expect(noHang(next, `the waiter after a holder's ${how}`)).resolves.toBe('mine');
+        expect(m.isLocked).toBe(false);
+      });
+    }
+
     it('a pending waitAsync keeps neither a worker nor the main thread alive: the lock does', async () => {
       const main = await bundled('./keepalive-main.ts');
       const worker = await bundled('./keepalive-worker.ts');

@@ -24,6 +24,14 @@
  * which the dispatcher clears and notifies on grant. A waiter knows it was served when `head` has
  * passed its ticket (tickets wrap around 2^32: compared by signed difference).
  *
+ * A thread stopped while inside the guard (`worker.terminate()` landing in the few instructions of
+ * an acquire or release call) leaves the guard word holding its tag: `reclaim` (run on the
+ * worker's `exit` by `watch`) takes it back. Every step under the guard writes its words between
+ * two points where V8 can stop a thread (a call or a loop's back edge), so the queue it leaves is
+ * consistent. Until that `exit` event is handled, other threads touching this primitive spin on
+ * the guard (napping 50 us at a time); so would the watching thread itself if it touched the
+ * primitive synchronously before handling the event, which is the one case not recovered.
+ *
  * @example
  * ```ts
  * const q = SharedQueue.create(KIND_MUTEX, 1, { ring: 64 });

@@ -16,15 +16,18 @@ for (let i = 0; i < 4; i++) {
   (await m.acquire()).release();
   const held = m.tryAcquire()!;
   const waiter = new Worker(workerFile, { workerData: { handle: m.handle, job: 'wait' } });
+  // Listened to at once: a worker's last message and its exit can arrive in one turn (Node
+  // drains the port, then emits 'exit'), so a listener added after the message would miss it.
+  const exit = new Promise((r) => waiter.once('exit', r));
   setTimeout(() => held.release(), 50);
   const outcome = await Promise.race([
     new Promise((r) => waiter.once('message', () => r('got it'))),
-    new Promise((r) => waiter.once('exit', () => r('exited without the lock'))),
+    exit.then(() => 'exited without the lock'),
   ]);
   if (outcome !== 'got it') {
     console.log(`worker ${outcome}`);
     process.exit(2);
   }
-  await new Promise((r) => waiter.once('exit', r));
+  await exit;
 }
 console.log('done');

@@ -322,8 +322,7 @@ for (let round = 0; round < REPEAT; round++) {
         new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c))),
         'child exit',
       ).finally(() => child.kill());
-      expect(out.trim()).toBe('done');
-      expect(code).toBe(0);
+      expect({ out: out.trim(), code }).toEqual({ out: 'done', code: 0 });
     });
 
     it('bad input gets a ValidationError and changes nothing', async () => {

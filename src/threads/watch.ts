@@ -8,8 +8,11 @@
  * What the dead holder may have left: whatever it was doing inside its critical section, half
  * done. The lock protects nothing any more once it is taken back: data the holder was changing
  * in a `SharedArrayBuffer` may be half written (check an invariant, or write to a copy and
- * publish it with one atomic store). The lock's own state is consistent: every internal step is
- * written between two points where V8 can stop a thread.
+ * publish it with one atomic store). The lock's own state is meant to stay consistent even if the
+ * worker was stopped inside an acquire or release call: each internal step writes its words
+ * between two points where V8 can stop a thread (a call, a loop's back edge). That is argued from
+ * where V8 checks for termination, not tested: the tests terminate holders inside their critical
+ * sections, not inside the lock's own code.
  *
  * @example
  * ```ts

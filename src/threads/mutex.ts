@@ -15,7 +15,7 @@ import type { Worker } from 'node:worker_threads';
 import type { AcquireOptions, Permit } from '../sync/permit.js';
 import { checkCount, describeValue, invalid, nameOption } from './options.js';
 import { KIND_MUTEX, SharedQueue } from './shared-queue.js';
-import { acquireShared, runShared, SharedPermit } from './waiting.js';
+import { acquireShared, acquireSharedSync, runShared, SharedPermit } from './waiting.js';
 import { type Reclaimed, watchWorker } from './watch.js';
 
 /**
@@ -144,6 +144,22 @@ export class Mutex {
    */
   acquire(options?: AcquireOptions): Promise<Permit> {
     return acquireShared(this.queue, 1, this.label, options, 'Mutex.acquire');
+  }
+
+  /**
+   * Waits for the lock BLOCKING this thread (`Atomics.wait`), in the same FIFO queue as
+   * `acquire()`: for code in a worker that cannot await. Throws `LockTimeoutError` after
+   * `timeoutMs`, leaving nothing queued. It stops this thread's event loop while it waits: never
+   * call it on a thread that must stay responsive, nor while this thread holds the lock.
+   *
+   * @example
+   * ```ts
+   * const permit = mutex.acquireSync({ timeoutMs: 1_000 });
+   * try { view[0] += 1; } finally { permit.release(); }
+   * ```
+   */
+  acquireSync(options?: { timeoutMs?: number }): Permit {
+    return acquireSharedSync(this.queue, 1, this.label, options, 'Mutex.acquireSync');
   }
 
   /**

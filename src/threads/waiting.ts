@@ -23,7 +23,7 @@
  */
 import { LockTimeoutError } from '../errors.js';
 import type { AcquireOptions, Permit } from '../sync/permit.js';
-import { checkFunction, parseOptions } from './options.js';
+import { checkFunction, invalid, parseOptions } from './options.js';
 import { FULL, SharedQueue, TAKEN } from './shared-queue.js';
 
 /** A waiter looks at the queue again after this long without a wake-up. */
@@ -246,6 +246,57 @@ export function acquireShared(
   }
   w.enter();
   return p;
+}
+
+/** A private word to sleep on for a millisecond (the ring-full retry of a blocking acquire). */
+const nap = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Takes `units` of `queue`, BLOCKING this thread until granted (FIFO, same queue as the async
+ * waiters) or until `timeoutMs` (LockTimeoutError; nothing stays queued). For code in a worker
+ * that cannot await; on a thread with an event loop to keep running, use the async acquire.
+ * @internal
+ */
+export function acquireSharedSync(
+  queue: SharedQueue,
+  units: number,
+  label: string,
+  o: { timeoutMs?: number } | undefined,
+  what: string,
+): Permit {
+  let timeoutMs: number | undefined;
+  if (o !== undefined) {
+    const parsed = parseOptions(o, what);
+    if (parsed.signal !== undefined) {
+      throw invalid(what, 'a blocking acquire cannot watch an AbortSignal; use timeoutMs');
+    }
+    timeoutMs = parsed.timeoutMs;
+  }
+  if (queue.tryTake(units)) return new SharedPermit(queue, units);
+  if (timeoutMs === 0) throw new LockTimeoutError(label, 0);
+  const started = performance.now();
+  const deadline = timeoutMs === undefined ? Infinity : started + timeoutMs;
+  for (;;) {
+    const r = queue.enqueue(units);
+    if (r === TAKEN) return new SharedPermit(queue, units);
+    if (r !== FULL) break;
+    if (performance.now() >= deadline) {
+      throw new LockTimeoutError(label, performance.now() - started);
+    }
+    Atomics.wait(nap, 0, 0, 1);
+  }
+  const ticket = queue.ticket;
+  const slot = queue.slotOf(ticket);
+  const word = SharedQueue.waitingWord();
+  for (;;) {
+    if (queue.served(ticket)) return new SharedPermit(queue, units);
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      if (!queue.abandon(ticket)) return new SharedPermit(queue, units);
+      throw new LockTimeoutError(label, Math.max(timeoutMs ?? 0, performance.now() - started));
+    }
+    Atomics.wait(queue.a, slot, word, Math.min(left, RECHECK_MS));
+  }
 }
 
 /** True for a promise or any thenable. */

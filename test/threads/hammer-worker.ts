@@ -2,7 +2,7 @@
  * A worker of the threads tests: rebuilds a primitive from its handle and runs a job on it.
  * Jobs: "hammer" (on "go", N non-atomic read-modify-writes of a shared counter under the lock,
  * each with an await inside), "queue" (one acquisition queued now, logged when granted, held until told),
- * "hold" (takes the lock and reports, then never releases), "readers" (an RWLock: 3 reads for
+ * "sync-hammer" (the same with the blocking Mutex.acquireSync), "hold" (takes the lock and reports, then never releases), "readers" (an RWLock: 3 reads for
  * each write, counting any reader that meets a writer or writer that meets anyone).
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
@@ -11,7 +11,7 @@ import { Mutex, RWLock, Semaphore } from '../../src/threads/index.js';
 interface Data {
   kind: 'mutex' | 'rwlock' | 'semaphore';
   handle: never;
-  job: 'hammer' | 'queue' | 'hold' | 'readers';
+  job: 'hammer' | 'queue' | 'hold' | 'readers' | 'sync-hammer';
   counter: Int32Array;
   iterations?: number;
   weight?: number;
@@ -58,6 +58,20 @@ async function main(): Promise<void> {
         else await new Promise<void>((r) => setImmediate(r));
         c[0] = v + 1;
       });
+    }
+    port.postMessage({ done: true });
+    return;
+  }
+  if (d.job === 'sync-hammer') {
+    // Mutex.acquireSync: this thread blocks while it waits; the read-modify-write spans a spin
+    const m = Mutex.from(d.handle);
+    await new Promise<void>((resolve) => port.once('message', () => resolve()));
+    for (let i = 0; i < (d.iterations ?? 1000); i++) {
+      const permit = m.acquireSync();
+      const v = c[0]!;
+      for (let k = 0; k < 200; k++) Atomics.load(c, 1);
+      c[0] = v + 1;
+      permit.release();
     }
     port.postMessage({ done: true });
     return;

@@ -120,6 +120,58 @@ for (let round = 0; round < REPEAT; round++) {
       }
     });
 
+    it('mutex: acquireSync in 4 workers (blocking) and run() on the main thread share one queue; the total is exact', async () => {
+      const m = new Mutex({ name: 'sync' });
+      const c = new Int32Array(new SharedArrayBuffer(8));
+      const workers = await Promise.all(
+        Array.from({ length: WORKERS }, () =>
+          startWorker('./hammer-worker.ts', {
+            kind: 'mutex',
+            handle: m.handle,
+            job: 'sync-hammer',
+            counter: c,
+            iterations: ITERATIONS,
+          }),
+        ),
+      );
+      try {
+        const done = workers.map((w) =>
+          message<{ done?: boolean; error?: string }>(w, (x) => !!x.done || !!x.error),
+        );
+        for (const w of workers) w.postMessage('go');
+        for (let i = 0; i < ITERATIONS; i++) {
+          await m.run(async () => {
+            const v = c[0]!;
+            await new Promise<void>((r) => setImmediate(r));
+            c[0] = v + 1;
+          });
+        }
+        const results = await noHang(Promise.all(done), 'acquireSync hammer');
+        for (const r of results) expect(r.error).toBeUndefined();
+        expect(c[0]).toBe((WORKERS + 1) * ITERATIONS);
+        expect(m.isLocked).toBe(false);
+        expect(m.waiting).toBe(0);
+      } finally {
+        await stopAll(workers);
+      }
+    });
+
+    it('mutex: acquireSync times out leaving nothing queued, and refuses a signal', () => {
+      const m = new Mutex({ name: 'sync' });
+      const held = m.tryAcquire()!;
+      expect(() => m.acquireSync({ timeoutMs: 20 })).toThrow(LockTimeoutError);
+      expect(m.waiting).toBe(0);
+      expect(() => m.acquireSync({ timeoutMs: 0 })).toThrow(LockTimeoutError);
+      expect(() => m.acquireSync({ signal: new AbortController().signal } as never)).toThrow(
+        ValidationError,
+      );
+      held.release();
+      const p = m.acquireSync({ timeoutMs: 20 });
+      expect(m.isLocked).toBe(true);
+      p.release();
+      expect(m.isLocked).toBe(false);
+    });
+
     it('mutex: FIFO over threads: waiters queued one after another, in several threads, get it in that order', async () => {
       const m = new Mutex({ name: 'fifo' });
       const log = new Int32Array(new SharedArrayBuffer(4 * 32));

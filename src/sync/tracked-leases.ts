@@ -5,7 +5,9 @@
  * nested `lock()` waits in JavaScript while the outer lease sits idle on its connection, so the
  * server only sees an idle holder and a waiter, never the cycle. Within one process we can see
  * it: the store runs each `Model.lock` as one task (`runAsTask`, for backends that declare
- * `tracksTasks`), and each lease records here what its task holds and waits for, in the same
+ * `supports.inProcessDeadlocks`), and the boundary (`src/store/boundary.ts`) records here what
+ * each lease's task holds and waits for — and each plain write that would wait for a holder of
+ * this process — in the same
  * wait-for graph the in-process `LockTable` uses (`deadlock.ts`), so cycles that mix leases and
  * `LockTable` locks are found too. A wait that would close a cycle fails at once with
  * DeadlockError, before the lease queues on the server; cycles through other processes are not

@@ -6,8 +6,9 @@
  * Deadlock detection: PostgreSQL finds cycles between sessions that wait for each other (40P01 →
  * DeadlockError), but nested `lock()` calls in opposite orders wait through JavaScript (the outer
  * holder's session is idle while its inner lock waits), which no server can see. Within one
- * process the backend tracks every lease in the same wait-for graph as the in-process LockTable
- * (it declares `tracksTasks`), so those cycles end in DeadlockError at once; cycles through other
+ * process the store's boundary tracks every lease in the same wait-for graph as the in-process
+ * LockTable (the backend declares `supports.inProcessDeadlocks`), so those cycles end in
+ * DeadlockError at once; cycles through other
  * processes end at `timeoutMs`.
  */
 import pg from 'pg';

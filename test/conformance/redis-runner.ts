@@ -4,8 +4,9 @@
  * key prefix (another "process"); cleanup deletes every key under the run's prefix.
  *
  * Deadlock detection: Redis cannot see a cycle of nested `lock()` calls (the outer lease sits idle
- * while its inner lock waits in JavaScript). Within one process the backend tracks every lease in
- * the same wait-for graph as the in-process LockTable (it declares `tracksTasks`), so those cycles
+ * while its inner lock waits in JavaScript). Within one process the store's boundary tracks every
+ * lease in the same wait-for graph as the in-process LockTable (the backend declares
+ * `supports.inProcessDeadlocks`), so those cycles
  * end in DeadlockError at once; cycles through other processes end at `timeoutMs`.
  */
 import { Redis } from 'ioredis';

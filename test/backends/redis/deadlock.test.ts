@@ -91,7 +91,7 @@ let seq = 0;
 const modelName = () => `d${++seq}`;
 
 describe('nested locks in one process (Redis)', () => {
-  it('declares tracksTasks (detectDeadlocks defaults to true) and refuses a non-boolean option', async () => {
+  it('declares supports.inProcessDeadlocks (detectDeadlocks defaults to true) and refuses a non-boolean option', async () => {
     expect(b0.supports.inProcessDeadlocks).toBe(true);
     const off = redis({ url, prefix, detectDeadlocks: false });
     expect(off.supports.inProcessDeadlocks).toBe(false);

@@ -15,6 +15,7 @@ import { isThenable } from '../sync/permit.js';
 import type {
   Backend,
   DocWrite,
+  Op,
   PatchWrite,
   StoredDoc,
   WriteOptions,
@@ -157,6 +158,28 @@ export function refusalError(
   }
 }
 
+/** True when an op stores an object or array value (whose inside a stripping schema may drop). */
+function carriesObject(ops: readonly Op[]): boolean {
+  for (const o of ops) {
+    switch (o.op) {
+      case 'set':
+      case 'append':
+      case 'insert':
+      case 'setItem':
+        if (typeof o.value === 'object' && o.value !== null) return true;
+        break;
+      case 'extend':
+        for (const v of o.values) if (typeof v === 'object' && v !== null) return true;
+        break;
+      case 'merge':
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
 /** The backend's write options from a caller's (only what is set; usually nothing). */
 export function writeOptions(o: {
   readonly timeoutMs?: number | undefined;
@@ -199,6 +222,8 @@ export class Model<T, In = T> {
   readonly #backend: Backend;
   readonly #schema: StandardSchemaV1<unknown, T>;
   readonly #check: PatchWrite['check'];
+  /** The post-check for writes whose new values are all primitives (see `droppedTopField`). */
+  readonly #topCheck: PatchWrite['check'];
 
   /** @internal use `store.model(name, schema)`. */
   constructor(backend: Backend, name: string, schema: StandardSchemaV1<unknown, T>) {
@@ -206,6 +231,7 @@ export class Model<T, In = T> {
     this.name = name;
     this.#schema = schema;
     this.#check = postCheck(schema);
+    this.#topCheck = postCheck(schema, false);
   }
 
   #what(key: string): string {
@@ -427,8 +453,9 @@ export class Model<T, In = T> {
           ops,
           fieldsUnchangedSince: snap.version,
           // The document the commit leaves is checked whole: a writer of another action may have
-          // changed other fields meanwhile, and a rule across fields must hold on the merge.
-          check: this.#check,
+          // changed other fields meanwhile, and a rule across fields must hold on the merge. Its
+          // new values come from the draft, already checked for dropped fields all the way down.
+          check: this.#topCheck,
         });
       }
       settled = true;
@@ -641,8 +668,10 @@ export class Model<T, In = T> {
   ): PatchWrite {
     checkKey(key);
     const ops = recordOps(build);
-    if (!when) return { kind: 'patch', model: this.name, key, ops, check: this.#check };
+    // Only a new object or array value can bring fields the schema would drop below the top.
+    const check = carriesObject(ops) ? this.#check : this.#topCheck;
+    if (!when) return { kind: 'patch', model: this.name, key, ops, check };
     const guards = recordGuards(when);
-    return { kind: 'patch', model: this.name, key, ops, guards, check: this.#check };
+    return { kind: 'patch', model: this.name, key, ops, guards, check };
   }
 }

@@ -116,6 +116,25 @@ export function droppedField(
 }
 
 /**
+ * {@link droppedField} on the top level only: the check of a post-image whose new values are all
+ * primitives (`incr`, a number or a string `set`, a string `append`...): what lies below the top
+ * level came from the stored document, which was checked whole when it was written.
+ *
+ * @example
+ * ```ts
+ * droppedTopField({ n: 1, bogus: 2 }, { n: 1 }); // the issue for "bogus"
+ * ```
+ */
+export function droppedTopField(input: Data, output: unknown): CheckIssue | undefined {
+  if (typeof output !== 'object' || output === null) return undefined;
+  for (const k in input) {
+    if (!Object.hasOwn(input, k) || input[k] === undefined) continue;
+    if (!Object.hasOwn(output, k)) return droppedField({ [k]: input[k] }, {}, []);
+  }
+  return undefined;
+}
+
+/**
  * The path (innermost first) of the first dropped field, or undefined. Allocates nothing on the
  * way down: it runs on every post-image check, and a path is only built for a refusal.
  */
@@ -162,10 +181,11 @@ function droppedAt(input: unknown, output: unknown): PropertyKey[] | undefined {
 /** Turns a schema into the backend's post-image check (issues or undefined). */
 export function postCheck<T>(
   schema: StandardSchemaV1<unknown, T>,
+  deep = true,
 ): (data: Data) => readonly CheckIssue[] | undefined | Promise<readonly CheckIssue[] | undefined> {
   const issues = (data: Data, r: StandardResult<T>): readonly CheckIssue[] | undefined => {
     if (r.issues) return r.issues;
-    const dropped = droppedField(data, r.value, []);
+    const dropped = deep ? droppedField(data, r.value, []) : droppedTopField(data, r.value);
     return dropped ? [dropped] : undefined;
   };
   return (data) => {

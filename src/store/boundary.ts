@@ -114,7 +114,7 @@ export class Bounded implements Backend {
         const { model, keys, action } = request;
         tracked = trackLease(
           keys.map((k) => lockId(this.namespace, model, k, action)),
-          keys.map((k) => lockName(model, [k], action)),
+          (i) => lockName(model, [keys[i] as string], action),
           request.mode === 'exclusive',
           request.nowait || request.skipLocked,
         );

@@ -59,58 +59,65 @@ export function checkName(model: unknown, key: unknown): void {
  * nonJson([1, undefined]); // { message: 'an array element is undefined ...', path: [1] }
  * ```
  */
-export function nonJson(
-  v: unknown,
-  path: PropertyKey[] = [],
-  ancestors: unknown[] = [],
-): { message: string; path: PropertyKey[] } | undefined {
+export function nonJson(v: unknown): { message: string; path: PropertyKey[] } | undefined {
+  // Primitives first, without the walk's machinery: most values are.
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return undefined;
+  if (typeof v === 'number' && Number.isFinite(v)) return undefined;
+  const path: PropertyKey[] = [];
+  const message = badJson(v, path, []);
+  return message === undefined ? undefined : { message, path: path.reverse() };
+}
+
+/**
+ * Why `v` is not JSON, or undefined. On a refusal `path` receives the culprit's path innermost
+ * first; nothing is allocated on the way down (the walk runs on every document written).
+ */
+function badJson(v: unknown, path: PropertyKey[], ancestors: unknown[]): string | undefined {
   switch (typeof v) {
     case 'string':
     case 'boolean':
       return undefined;
     case 'number':
-      return Number.isFinite(v)
-        ? undefined
-        : { message: `${v} cannot be stored (numbers must be finite)`, path };
+      return Number.isFinite(v) ? undefined : `${v} cannot be stored (numbers must be finite)`;
     case 'object': {
       if (v === null) return undefined;
-      if (ancestors.includes(v)) {
-        return { message: 'a value that contains itself (a cycle) cannot be stored', path };
-      }
+      if (ancestors.includes(v)) return 'a value that contains itself (a cycle) cannot be stored';
       ancestors.push(v);
       try {
         if (Array.isArray(v)) {
           for (let i = 0; i < v.length; i++) {
             if (!(i in v)) {
-              return {
-                message: 'an array with holes cannot be stored (every index must hold a value)',
-                path: [...path, i],
-              };
+              path.push(i);
+              return 'an array with holes cannot be stored (every index must hold a value)';
             }
             const x: unknown = v[i];
             if (x === undefined) {
-              return {
-                message: 'an array element is undefined; use null, or remove the element',
-                path: [...path, i],
-              };
+              path.push(i);
+              return 'an array element is undefined; use null, or remove the element';
             }
-            const found = nonJson(x, [...path, i], ancestors);
-            if (found) return found;
+            if (typeof x === 'string' || typeof x === 'boolean') continue;
+            const found = badJson(x, path, ancestors);
+            if (found !== undefined) {
+              path.push(i);
+              return found;
+            }
           }
           return undefined;
         }
         const proto = Object.getPrototypeOf(v);
         if (proto !== Object.prototype && proto !== null) {
-          return {
-            message: `a ${proto?.constructor?.name ?? 'non-plain object'} cannot be stored; documents hold JSON values (use strings or numbers for dates)`,
-            path,
-          };
+          return `a ${proto?.constructor?.name ?? 'non-plain object'} cannot be stored; documents hold JSON values (use strings or numbers for dates)`;
         }
-        for (const k of Object.keys(v)) {
-          const x: unknown = (v as Record<string, unknown>)[k];
-          if (x === undefined) continue;
-          const found = nonJson(x, [...path, k], ancestors);
-          if (found) return found;
+        const o = v as Record<string, unknown>;
+        for (const k in o) {
+          if (!Object.hasOwn(o, k)) continue;
+          const x = o[k];
+          if (x === undefined || typeof x === 'string' || typeof x === 'boolean') continue;
+          const found = badJson(x, path, ancestors);
+          if (found !== undefined) {
+            path.push(k);
+            return found;
+          }
         }
         return undefined;
       } finally {
@@ -118,9 +125,9 @@ export function nonJson(
       }
     }
     case 'undefined':
-      return { message: 'undefined is not a JSON value (use unset() to remove a field)', path };
+      return 'undefined is not a JSON value (use unset() to remove a field)';
     default:
-      return { message: `a ${typeof v} cannot be stored; documents hold JSON values`, path };
+      return `a ${typeof v} cannot be stored; documents hold JSON values`;
   }
 }
 

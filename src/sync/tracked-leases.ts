@@ -43,16 +43,21 @@ import { Waiter, WaitQueue } from './wait-queue.js';
 
 class Entry implements TrackedEntry {
   readonly id: string;
-  readonly name: string;
+  #name: string | (() => string);
   owner: Task | null = null;
   ownerLost: (() => boolean) | null = null;
   shared: Map<Task, number> | null = null;
   /** Queued waits, in arrival order (capacity 0: the queue never wakes anyone, it only orders). */
   readonly queue = new WaitQueue(0);
   seq = 0;
-  constructor(id: string, name: string) {
+  constructor(id: string, name: string | (() => string)) {
     this.id = id;
-    this.name = name;
+    this.#name = name;
+  }
+  /** Built on first use (a cycle to report): most locks never need their name. */
+  get name(): string {
+    if (typeof this.#name !== 'string') this.#name = this.#name();
+    return this.#name;
   }
 }
 
@@ -193,14 +198,17 @@ export class TrackedLease {
  */
 export function trackLease(
   ids: readonly string[],
-  names: readonly string[],
+  names: readonly string[] | ((i: number) => string),
   exclusive: boolean,
   noWait: boolean,
 ): TrackedLease {
   const task = taskStorage.getStore() ?? new Task(null);
   const list = ids.map((id, i) => {
     let e = entries.get(id);
-    if (!e) entries.set(id, (e = new Entry(id, names[i] ?? id)));
+    if (!e) {
+      const name = typeof names === 'function' ? () => names(i) : (names[i] ?? id);
+      entries.set(id, (e = new Entry(id, name)));
+    }
     return e;
   });
   const t = new TrackedLease(task, exclusive, list);

@@ -27,6 +27,8 @@ export interface Operation {
   readonly result?: Json;
   /** Why it failed or why its outcome is unknown. */
   readonly error?: string;
+  /** What the client knew whatever the outcome (the fence it held, when its critical section ran). */
+  readonly detail?: Json;
   /** Monotonic time of the invocation, ms. */
   readonly invoke: number;
   /** Monotonic time of the completion, ms (undefined while pending). */
@@ -95,18 +97,18 @@ export class History {
   }
 
   /** The operation happened, with `result`. @example `h.ok(id, 7)` */
-  ok(id: number, result?: Json): void {
-    this.#complete(id, 'ok', result === undefined ? {} : { result });
+  ok(id: number, result?: Json, detail?: Json): void {
+    this.#complete(id, 'ok', { ...(result === undefined ? {} : { result }), ...with_(detail) });
   }
 
   /** The operation certainly did not happen. @example `h.fail(id, 'guard refused')` */
-  fail(id: number, error: string): void {
-    this.#complete(id, 'fail', { error });
+  fail(id: number, error: string, detail?: Json): void {
+    this.#complete(id, 'fail', { error, ...with_(detail) });
   }
 
   /** The outcome is unknown: it may have happened. @example `h.info(id, 'timeout')` */
-  info(id: number, error: string): void {
-    this.#complete(id, 'info', { error });
+  info(id: number, error: string, detail?: Json): void {
+    this.#complete(id, 'info', { error, ...with_(detail) });
   }
 
   /**
@@ -159,6 +161,9 @@ export class History {
   }
 }
 
+const with_ = (detail: Json | undefined): { detail?: Json } =>
+  detail === undefined ? {} : { detail };
+
 /**
  * One line per operation, for reports: `#12 c3 x cas [1,2] ok true  (3.1..4.0 ms)`.
  *
@@ -177,6 +182,7 @@ export function formatOp(op: Operation): string {
       : op.error
         ? ` (${op.error})`
         : '';
+  const detail = op.detail === undefined ? '' : ` ${JSON.stringify(op.detail)}`;
   const end = op.complete === undefined ? '…' : op.complete.toFixed(2);
-  return `#${op.id} ${op.process} ${op.key} ${op.kind}${arg} ${op.status}${out}  [${op.invoke.toFixed(2)}..${end} ms]`;
+  return `#${op.id} ${op.process} ${op.key} ${op.kind}${arg} ${op.status}${out}${detail}  [${op.invoke.toFixed(2)}..${end} ms]`;
 }

@@ -141,13 +141,15 @@ export function checkBank(
   const out: Anomaly[] = [];
   for (const o of history) {
     if (o.key !== options.key || o.kind !== 'snapshot' || o.status !== 'ok') continue;
-    out.push(...bankState(options.key, `snapshot #${o.id}`, balances(o.result), options.total, [o]));
+    out.push(
+      ...bankState(options.key, `snapshot #${o.id}`, balances(o.result), options.total, [o]),
+    );
   }
   out.push(...bankState(options.key, 'the final balances', options.final, options.total, []));
   return out;
 }
 
-/** What a `lock` operation's ok result holds: its fence and when its critical section ran. */
+/** What a `lock` operation's `detail` holds: its fence and when its critical section ran. */
 export interface CriticalSection {
   readonly fence: number;
   /** Monotonic ms when the holder got the lock (its callback started). */
@@ -157,8 +159,8 @@ export interface CriticalSection {
 }
 
 function section(o: Operation): CriticalSection | undefined {
-  const r = o.result;
-  if (r === null || typeof r !== 'object' || Array.isArray(r)) return undefined;
+  const r = o.detail;
+  if (r === undefined || r === null || typeof r !== 'object' || Array.isArray(r)) return undefined;
   const { fence, enter, exit } = r;
   if (typeof fence !== 'number' || typeof enter !== 'number' || typeof exit !== 'number') {
     return undefined;
@@ -167,9 +169,9 @@ function section(o: Operation): CriticalSection | undefined {
 }
 
 /**
- * Mutual exclusion with fences, per lock key: `lock` operations whose ok result is a
+ * Mutual exclusion with fences, per lock key: `lock` operations whose `detail` is a
  * {@link CriticalSection} (ok = its commit was acknowledged; `fail` = refused, e.g. the lease was
- * lost) and, per key, the log the commits left in the document (the fence each commit wrote,
+ * lost; `info` = unknown) and, per key, the log the commits left in the document (the fence each commit wrote,
  * in the order they landed). Checks: no two acknowledged sections overlap in time (one clock:
  * the recording process's); their fences strictly increase in time order; the log's fences
  * strictly increase (a stale holder's commit landing after a newer holder's shows as a smaller
@@ -220,7 +222,7 @@ export function checkMutex(
     if (log === undefined) continue;
     const byFence = new Map<number, Operation>();
     for (const o of mine) {
-      const f = section(o)?.fence ?? (typeof o.arg === 'number' ? o.arg : undefined);
+      const f = section(o)?.fence;
       if (f !== undefined) byFence.set(f, o);
     }
     for (let i = 1; i < log.length; i++) {
@@ -247,12 +249,13 @@ export function checkMutex(
       }
     }
     for (const o of mine) {
-      if (o.status !== 'fail' || typeof o.arg !== 'number') continue;
-      if (logged.has(o.arg)) {
+      const f = section(o)?.fence;
+      if (o.status !== 'fail' || f === undefined) continue;
+      if (logged.has(f)) {
         out.push({
           kind: 'stale-commit',
           key,
-          message: `#${o.id}'s commit (fence ${o.arg}) was reported as not written, but it is in the document`,
+          message: `#${o.id}'s commit (fence ${f}) was reported as not written, but it is in the document`,
           ops: [o],
         });
       }

@@ -170,7 +170,7 @@ export function checkLinearizable(
   const modelFor =
     typeof options.model === 'function'
       ? options.model
-      : (() => options.model) as (key: string) => Model<unknown>;
+      : ((() => options.model) as (key: string) => Model<unknown>);
   const byKey = new Map<string, Operation[]>();
   for (const op of history) {
     let list = byKey.get(op.key);
@@ -419,7 +419,8 @@ function minimize(
   maxSteps: number,
 ): Operation[] {
   const violates = (h: readonly Operation[]) =>
-    performance.now() < deadline && search(h, model, { deadline, maxSteps }).verdict === 'violation';
+    performance.now() < deadline &&
+    search(h, model, { deadline, maxSteps }).verdict === 'violation';
   const cuts = ops
     .filter((o) => o.status === 'ok')
     .map((o) => o.complete as number)

@@ -1,0 +1,201 @@
+/**
+ * One verification run: the workloads' clients run concurrently against a store for a while,
+ * every operation recorded in one history; then each workload's part of the history is
+ * checked (linearizability per key, invariants) and the run reports ops, faults and anomalies.
+ */
+import type { Store } from '../store/store.js';
+import { History, type Operation, type OpStatus } from './history.js';
+import type { Anomaly } from './invariants.js';
+import type { Verdict } from './linearizable.js';
+import type { PlantedBug } from './mutants.js';
+import { type WorkloadContext, type WorkloadName, workload, workloadNames } from './workloads.js';
+
+/** Options of {@link runVerify}. */
+export interface VerifyOptions {
+  /** How long the clients run, ms. */
+  readonly durationMs: number;
+  /** Concurrent clients per workload (default 4). */
+  readonly clients?: number;
+  /** Which workloads (default all). */
+  readonly workloads?: readonly WorkloadName[];
+  /** Model-name prefix isolating this run (letters, digits, `_`; default `v`). */
+  readonly prefix?: string;
+  /** Seed of the workloads' randomness (default random). */
+  readonly seed?: number;
+  /** The client-side planted bug, if any (plant backend bugs with `plantBug`). */
+  readonly bug?: PlantedBug;
+  /** Lease of the mutex workload's holders, ms (default 150). */
+  readonly leaseMs?: number;
+  /** Time the checker may spend per workload before answering `unknown`, ms (default 20 000). */
+  readonly checkMs?: number;
+  /** Stops the clients early. */
+  readonly signal?: AbortSignal;
+  /** Called once per completed operation (progress). */
+  readonly onOp?: (op: Operation) => void;
+}
+
+/** What one workload found. */
+export interface WorkloadReport {
+  readonly name: WorkloadName;
+  readonly ops: Record<OpStatus, number>;
+  /** `pass`: no anomaly; `fail`: anomalies; `unknown`: the checker ran out of time, nothing found. */
+  readonly verdict: 'pass' | 'fail' | 'unknown';
+  /** The first few anomalies of each kind (see `anomalyCounts` for all). */
+  readonly anomalies: readonly Anomaly[];
+  /** How many anomalies of each kind were found. */
+  readonly anomalyCounts: Readonly<Record<string, number>>;
+  /** Linearizability, for the workloads checked that way: verdict, keys and search steps. */
+  readonly linearizability?: {
+    readonly verdict: Verdict;
+    readonly keys: number;
+    readonly steps: number;
+  };
+  readonly checkMs: number;
+}
+
+/** The result of a run. */
+export interface VerifyReport {
+  /** `fail` if any workload found an anomaly; else `unknown` if any was undecided; else `pass`. */
+  readonly verdict: 'pass' | 'fail' | 'unknown';
+  readonly seed: number;
+  readonly clients: number;
+  readonly ops: Record<OpStatus, number>;
+  readonly workloads: readonly WorkloadReport[];
+  readonly runMs: number;
+  readonly checkMs: number;
+  /** The whole history (for `--json` and for debugging). */
+  readonly history: readonly Operation[];
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const countOps = (ops: readonly Operation[]): Record<OpStatus, number> => {
+  const c: Record<OpStatus, number> = { ok: 0, fail: 0, info: 0, pending: 0 };
+  for (const o of ops) c[o.status]++;
+  return c;
+};
+
+/** Anomalies shown per kind in a report. */
+const SHOWN_PER_KIND = 3;
+
+function capAnomalies(all: readonly Anomaly[]): {
+  anomalies: Anomaly[];
+  anomalyCounts: Record<string, number>;
+} {
+  const anomalyCounts: Record<string, number> = {};
+  const anomalies: Anomaly[] = [];
+  for (const a of all) {
+    anomalyCounts[a.kind] = (anomalyCounts[a.kind] ?? 0) + 1;
+    if ((anomalyCounts[a.kind] as number) <= SHOWN_PER_KIND) anomalies.push(a);
+  }
+  return { anomalies, anomalyCounts };
+}
+
+/**
+ * Runs the workloads against `store`, then checks the history.
+ *
+ * @example
+ * ```ts
+ * const report = await runVerify(createStore(memory()), { durationMs: 2000 });
+ * if (report.verdict !== 'pass') console.log(report.workloads.flatMap((w) => w.anomalies));
+ * ```
+ */
+export async function runVerify(store: Store, options: VerifyOptions): Promise<VerifyReport> {
+  const names = options.workloads ?? workloadNames;
+  const clients = options.clients ?? 4;
+  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const prefix = options.prefix ?? 'v';
+  const leaseMs = options.leaseMs ?? 150;
+  const history = new History();
+  const seeds = mulberry32(seed);
+  const base: Omit<WorkloadContext, 'random'> = {
+    store,
+    history,
+    prefix,
+    leaseMs,
+    ...(options.bug === undefined ? {} : { bug: options.bug }),
+  };
+  const setupCtx: WorkloadContext = { ...base, random: mulberry32(seeds() * 2 ** 32) };
+  for (const n of names) await workload(n).setup(setupCtx);
+
+  const started = performance.now();
+  const until = started + options.durationMs;
+  const loops: Promise<void>[] = [];
+  for (const n of names) {
+    const w = workload(n);
+    for (let i = 0; i < clients; i++) {
+      const ctx: WorkloadContext = { ...base, random: mulberry32(seeds() * 2 ** 32) };
+      const client = `${n}-${i}`;
+      loops.push(
+        (async () => {
+          while (performance.now() < until && !options.signal?.aborted) {
+            // The embedded backend answers in microtasks: without a turn of the event loop per
+            // operation, timers (lease expiry, a stalled holder's sleep) would never run.
+            await new Promise<void>((r) => setImmediate(r));
+            const before = history.operations().length;
+            await w.step(ctx, client);
+            if (options.onOp) {
+              for (const o of history.operations().slice(before)) {
+                if (o.process === client) options.onOp(o);
+              }
+            }
+          }
+        })(),
+      );
+    }
+  }
+  await Promise.all(loops);
+  const runMs = performance.now() - started;
+
+  const all = history.operations();
+  const reports: WorkloadReport[] = [];
+  const checkStarted = performance.now();
+  for (const n of names) {
+    const ops = all.filter((o) => o.process.startsWith(`${n}-`));
+    const t0 = performance.now();
+    const r = await workload(n).check(setupCtx, ops, options.checkMs ?? 20_000);
+    const lin = r.linearizability;
+    const verdict =
+      r.anomalies.length > 0 ? 'fail' : lin?.verdict === 'unknown' ? 'unknown' : 'pass';
+    reports.push({
+      name: n,
+      ops: countOps(ops),
+      verdict,
+      ...capAnomalies(r.anomalies),
+      ...(lin === undefined
+        ? {}
+        : {
+            linearizability: {
+              verdict: lin.verdict,
+              keys: lin.keys.length,
+              steps: lin.keys.reduce((s, k) => s + k.steps, 0),
+            },
+          }),
+      checkMs: performance.now() - t0,
+    });
+  }
+  const verdict = reports.some((r) => r.verdict === 'fail')
+    ? 'fail'
+    : reports.some((r) => r.verdict === 'unknown')
+      ? 'unknown'
+      : 'pass';
+  return {
+    verdict,
+    seed,
+    clients,
+    ops: countOps(all),
+    workloads: reports,
+    runMs,
+    checkMs: performance.now() - checkStarted,
+    history: all,
+  };
+}

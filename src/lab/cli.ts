@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
  * `npm run lab [-- scenarios...] [--backend URL] [--workers N] [--ops N] [--seed N] [--quick] [--json]`
+ * `npm run lab -- verify [--backend URL] [--seconds N] [--faults none|client] [--json]` (see verify-cli.ts)
  *
  * The race lab: each classic race happening (unsafe strategies) and each Lockstep strategy
  * preventing it, measured, on the embedded backend or on a real Redis / PostgreSQL.
@@ -21,6 +22,7 @@ import { createProgress } from './progress.js';
 import { exitCode, renderTable, toJson, verdictLine } from './report.js';
 import { scenarioNames } from './scenarios/index.js';
 import { errorMessage } from './util.js';
+import { verifyMain } from './verify-cli.js';
 
 function integer(name: string, min: number, max: number) {
   return (value: string): number => {
@@ -48,7 +50,7 @@ interface CliOptions {
 function program(): Command {
   return new Command('lab')
     .description(
-      'The race lab: classic races (lost update, double spend, deadlock, oversold campaign, torn read, double processing), unsafe vs each Lockstep strategy, measured.',
+      'The race lab: classic races (lost update, double spend, deadlock, oversold campaign, torn read, double processing), unsafe vs each Lockstep strategy, measured. `lab verify --help`: record and check a history of concurrent operations.',
     )
     .argument('[scenarios...]', `scenarios to run (default: all): ${scenarioNames.join(', ')}`)
     .option(
@@ -105,6 +107,7 @@ function fail(message: string, code: number): never {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'verify') return verifyMain(argv.slice(1));
   const cmd = program();
   try {
     cmd.parse(argv, { from: 'user' });

@@ -45,6 +45,7 @@ export {
   plantedBugs,
   reportLandedAsFailed,
 } from './mutants.js';
+export { type FaultProxy, resetPeriodically, startFaultProxy } from './nemesis.js';
 export {
   runVerify,
   type VerifyOptions,

@@ -30,6 +30,8 @@ export interface VerifyOptions {
   readonly checkMs?: number;
   /** Stops the clients early. */
   readonly signal?: AbortSignal;
+  /** Called once the clients stopped, before the final reads and the checks (stop faults here). */
+  readonly onClientsDone?: () => void;
   /** Called once per completed operation (progress). */
   readonly onOp?: (op: Operation) => void;
 }
@@ -154,6 +156,7 @@ export async function runVerify(store: Store, options: VerifyOptions): Promise<V
     }
   }
   await Promise.all(loops);
+  options.onClientsDone?.();
   const runMs = performance.now() - started;
 
   const all = history.operations();

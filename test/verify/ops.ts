@@ -53,7 +53,7 @@ export function sequential(
   let reg = 0;
   let cnt = 0;
   let next = 100;
-  return steps.map((s, i) => {
+  return steps.map((s, i): Operation => {
     const at = 10 * i;
     const invoke = at - (before[i] ?? 0);
     const complete = at + (after[i] ?? 0);
@@ -73,7 +73,7 @@ export function sequential(
         if (applied) reg = to;
         return op(i, `p${i}`, 'cas', [from, to], applied, invoke, complete, status, key);
       }
-      case 'add':
+      default:
         cnt += s.by;
         return op(i, `p${i}`, 'add', s.by, cnt, invoke, complete, status, key);
     }

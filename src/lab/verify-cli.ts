@@ -1,0 +1,245 @@
+/**
+ * `npm run lab -- verify [--backend URL] [--seconds N] [--clients N] [--faults none|client]
+ * [--plant BUG] [--seed N] [--json]`: runs the verification workloads against a backend, records
+ * the history, checks it (linearizability per key, invariants) and prints ops, faults and
+ * anomalies. Exit code: 0 when nothing was found, 1 on any anomaly, 2 for a usage error, 3 when
+ * the backend cannot be reached, 4 when the checker ran out of time (nothing found, not proven).
+ *
+ * @example
+ * ```sh
+ * npm run lab -- verify --seconds 10
+ * npm run lab -- verify --backend redis://127.0.0.1:6379 --faults client --json
+ * npm run lab -- verify --plant commit-ignores-fence   # must exit 1
+ * ```
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { createStore, memory } from '../index.js';
+import {
+  type Anomaly,
+  type FaultProxy,
+  formatOp,
+  type PlantedBug,
+  plantBug,
+  plantedBugs,
+  resetPeriodically,
+  runVerify,
+  startFaultProxy,
+  type VerifyReport,
+} from '../verify/index.js';
+import { type LabBackend, LabError, newRunId, openBackend } from './backends.js';
+import { errorMessage } from './util.js';
+
+interface VerifyCliOptions {
+  backend: string;
+  seconds: number;
+  clients: number;
+  faults: 'none' | 'client' | 'admin';
+  plant?: PlantedBug;
+  seed?: number;
+  json: boolean;
+  iOwnThisServer: boolean;
+}
+
+function integer(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}.`);
+    }
+    return n;
+  };
+}
+
+function program(): Command {
+  return new Command('lab verify')
+    .description(
+      'Records a history of concurrent operations (register read/write/cas, counter, bank transfers and snapshots, fenced lock holders that stall past their lease), checks it for linearizability per key and for the invariants, and prints ops (ok/fail/info), faults and anomalies. Exit 0: nothing found; 1: an anomaly; 2: usage; 3: backend unreachable; 4: the checker ran out of time.',
+    )
+    .option(
+      '--backend <url>',
+      'memory, redis://host:port or postgres://user@host:port/db',
+      'memory',
+    )
+    .option('--seconds <n>', 'how long the clients run', integer('--seconds', 1, 3600), 10)
+    .option('--clients <n>', 'concurrent clients per workload', integer('--clients', 1, 64), 4)
+    .addOption(
+      new Option(
+        '--faults <kind>',
+        'none; client: this run reaches the server through its own TCP proxy and resets those connections every 0.3-1.5 s (no one else is touched); admin (CLIENT KILL/PAUSE, pg_terminate_backend) is not implemented yet',
+      )
+        .choices(['none', 'client', 'admin'])
+        .default('none'),
+    )
+    .addOption(
+      new Option('--plant <bug>', 'plant a bug (memory only) to see the check fail').choices([
+        ...plantedBugs,
+      ]),
+    )
+    .option('--seed <n>', 'workload seed (default: random, printed)', integer('--seed', 0, 2 ** 31))
+    .option('--json', 'print one JSON object on stdout', false)
+    .option('--i-own-this-server', 'allow --faults admin on a server this run did not start', false)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => process.stdout.write(s),
+      writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `lab verify: ${s}` : s),
+    });
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`lab verify: error: ${message.replace(/\s+/g, ' ').trim()}\n`);
+  process.exit(code);
+}
+
+/** The backend URL, pointed at a local proxy for `--faults client`. */
+function throughProxy(spec: string, proxy: FaultProxy): string {
+  const url = new URL(spec);
+  url.hostname = '127.0.0.1';
+  url.port = String(proxy.port);
+  return url.href;
+}
+
+function target(spec: string): { host: string; port: number } {
+  const url = new URL(spec);
+  const port = url.port ? Number(url.port) : url.protocol.startsWith('redis') ? 6379 : 5432;
+  return { host: url.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1', port };
+}
+
+function anomalyText(workload: string, a: Anomaly): string {
+  const lines = [`  [${workload}] ${a.kind} on ${a.key}: ${a.message}`];
+  for (const o of a.ops.slice(0, 12)) lines.push(`      ${formatOp(o)}`);
+  if (a.ops.length > 12) lines.push(`      … ${a.ops.length - 12} more operations`);
+  return lines.join('\n');
+}
+
+function text(report: VerifyReport, label: string, faults: Record<string, number>): string {
+  const out: string[] = [];
+  const pad = (s: string, n: number) => s.padEnd(n);
+  out.push(
+    `${pad('workload', 10)}${pad('ok', 8)}${pad('fail', 7)}${pad('info', 7)}${pad('check', 20)}verdict`,
+  );
+  for (const w of report.workloads) {
+    const check = w.linearizability
+      ? `lin ${w.linearizability.verdict === 'linearizable' ? 'ok' : w.linearizability.verdict}, ${Math.round(w.checkMs)} ms`
+      : `invariants, ${Math.round(w.checkMs)} ms`;
+    out.push(
+      `${pad(w.name, 10)}${pad(String(w.ops.ok), 8)}${pad(String(w.ops.fail), 7)}${pad(String(w.ops.info + w.ops.pending), 7)}${pad(check, 20)}${w.verdict}`,
+    );
+  }
+  const anomalies = report.workloads.flatMap((w) => w.anomalies.map((a) => anomalyText(w.name, a)));
+  const total = report.workloads.reduce(
+    (s, w) => s + Object.values(w.anomalyCounts).reduce((x, y) => x + y, 0),
+    0,
+  );
+  if (anomalies.length > 0)
+    out.push('', `anomalies (${total}; the first of each kind):`, ...anomalies);
+  const f = Object.entries(faults);
+  out.push(
+    '',
+    `verify: ${report.verdict.toUpperCase()} on ${label}: ${report.ops.ok + report.ops.fail + report.ops.info} ops (ok ${report.ops.ok}, fail ${report.ops.fail}, info ${report.ops.info}) in ${(report.runMs / 1000).toFixed(1)} s, faults ${f.length === 0 ? 'none' : f.map(([k, v]) => `${k} ${v}`).join(', ')}, ${total} anomalies, checked in ${(report.checkMs / 1000).toFixed(2)} s (seed ${report.seed})`,
+  );
+  return out.join('\n');
+}
+
+/**
+ * Runs `lab verify` with the arguments after `verify`; resolves the exit code.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = await verifyMain(['--seconds', '5']);
+ * ```
+ */
+export async function verifyMain(argv: readonly string[]): Promise<number> {
+  const cmd = program();
+  try {
+    cmd.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    throw err;
+  }
+  const opts = cmd.opts<VerifyCliOptions>();
+  const isMemory = /^memory(:(\/\/)?)?$/.test(opts.backend.trim());
+  if (opts.faults === 'admin') {
+    if (!opts.iOwnThisServer) {
+      fail(
+        '--faults admin disturbs the server itself (other clients too); pass --i-own-this-server if it is yours to disturb',
+        2,
+      );
+    }
+    fail('--faults admin is not implemented yet; use --faults client', 2);
+  }
+  if (opts.faults === 'client' && isMemory) {
+    fail(
+      '--faults client needs a server backend (redis://... or postgres://...): memory has no connections',
+      2,
+    );
+  }
+  if (opts.plant !== undefined && !isMemory) {
+    fail(
+      '--plant runs against the memory backend only (a planted bug must never reach a server)',
+      2,
+    );
+  }
+
+  let proxy: FaultProxy | undefined;
+  let backend: LabBackend | undefined;
+  try {
+    if (opts.plant !== undefined) {
+      const store = createStore(plantBug(memory(), opts.plant));
+      backend = {
+        kind: 'memory',
+        label: `memory (planted: ${opts.plant})`,
+        store,
+        cleanup: () => store.close(),
+      };
+    } else {
+      let spec = opts.backend;
+      if (opts.faults === 'client') {
+        proxy = await startFaultProxy(target(spec));
+        spec = throughProxy(spec, proxy);
+      }
+      backend = await openBackend(spec, newRunId(), { workers: opts.clients * 4 });
+    }
+  } catch (err) {
+    await proxy?.close();
+    if (err instanceof LabError) fail(err.message, err.exitCode);
+    fail(errorMessage(err), 3);
+  }
+  const label = proxy ? `${opts.backend} (through this run's proxy)` : backend.label;
+  if (!opts.json) {
+    process.stderr.write(
+      `lab verify: ${label}, ${opts.clients} clients per workload, ${opts.seconds} s, faults ${opts.faults}\n`,
+    );
+  }
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  const nemesis = new AbortController();
+  const faultsDone = proxy
+    ? resetPeriodically(proxy, { minMs: 300, maxMs: 1500, signal: nemesis.signal })
+    : Promise.resolve(0);
+  let report: VerifyReport;
+  const faults: Record<string, number> = {};
+  try {
+    report = await runVerify(backend.store, {
+      durationMs: opts.seconds * 1000,
+      clients: opts.clients,
+      signal: stop.signal,
+      ...(opts.seed === undefined ? {} : { seed: opts.seed }),
+      ...(opts.plant === undefined ? {} : { bug: opts.plant }),
+      // The faults stop when the clients do, before the final reads.
+      onClientsDone: () => nemesis.abort(),
+    });
+  } finally {
+    nemesis.abort();
+    const resets = await faultsDone;
+    if (proxy) faults['connection reset'] = resets;
+    await backend.cleanup();
+    await proxy?.close();
+  }
+  if (opts.json) {
+    const { history: _h, ...rest } = report;
+    process.stdout.write(`${JSON.stringify({ backend: label, faults, ...rest })}\n`);
+  } else {
+    process.stdout.write(`${text(report, label, faults)}\n`);
+  }
+  return report.verdict === 'fail' ? 1 : report.verdict === 'unknown' ? 4 : 0;
+}

@@ -99,15 +99,13 @@ export async function resetPeriodically(
   while (!options.signal.aborted) {
     const wait = options.minMs + Math.random() * (options.maxMs - options.minMs);
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, wait);
-      options.signal.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(t);
-          resolve();
-        },
-        { once: true },
-      );
+      const done = () => {
+        clearTimeout(t);
+        options.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const t = setTimeout(done, wait);
+      options.signal.addEventListener('abort', done, { once: true });
     });
     if (options.signal.aborted) break;
     if (proxy.reset() > 0) faults++;

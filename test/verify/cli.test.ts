@@ -1,0 +1,67 @@
+/**
+ * `lab verify`, spawned as a user runs it (`tsx src/lab/cli.ts verify ...`): a clean run exits 0
+ * with a PASS line, each planted bug exits 1 and prints its anomalies, `--json` is one object,
+ * and the refusals (admin faults, faults on memory, a planted bug on a server) exit 2 with one
+ * line. The server runs with faults are in servers.test.ts.
+ */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { plantedBugs } from '../../src/verify/mutants.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+function lab(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      'node_modules/.bin/tsx',
+      ['src/lab/cli.ts', 'verify', ...args],
+      { cwd: ROOT, timeout: 60_000, env: { ...process.env, FORCE_COLOR: '0' } },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe('lab verify', () => {
+  it('a clean run on memory passes and exits 0', async () => {
+    const r = await lab(['--seconds', '1', '--seed', '3']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^verify: PASS on memory: \d+ ops \(ok \d+, fail \d+, info 0\)/m);
+    expect(r.stdout).toMatch(/^mutex\s+\d+/m);
+  });
+
+  it.each(plantedBugs)('a planted %s exits 1 and shows the anomaly', async (bug) => {
+    const r = await lab(['--seconds', '1', '--plant', bug]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^anomalies \(\d+/m);
+    expect(r.stdout).toMatch(/^verify: FAIL on memory \(planted/m);
+  });
+
+  it('--json prints one object with the workloads and their anomalies', async () => {
+    const r = await lab(['--seconds', '1', '--json', '--plant', 'read-then-write-increment']);
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as {
+      verdict: string;
+      workloads: { name: string; anomalyCounts: Record<string, number> }[];
+    };
+    expect(report.verdict).toBe('fail');
+    const counter = report.workloads.find((w) => w.name === 'counter');
+    expect(Object.keys(counter?.anomalyCounts ?? {})).toContain('counter-range');
+  });
+
+  it.each([
+    [['--faults', 'admin'], /--i-own-this-server/],
+    [['--faults', 'admin', '--i-own-this-server'], /not implemented/],
+    [['--faults', 'client'], /needs a server backend/],
+    [['--backend', 'redis://127.0.0.1:6379', '--plant', 'fail-but-landed'], /memory backend only/],
+    [['--seconds', '0'], /--seconds must be/],
+  ])('%j is refused with one line, exit 2', async (args, message) => {
+    const r = await lab(args);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});

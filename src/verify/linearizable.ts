@@ -360,6 +360,24 @@ function search(
     h2 ^= h2s[i] as number;
   };
 
+  // Unknown operations with the same kind and argument are interchangeable (no return bounds
+  // them): linearize the earliest-invoked one first. Any order that uses a later one could use
+  // the earlier one instead, so this prunes only duplicates — and n unknown increments of 1
+  // cost n choices instead of 2^n subsets.
+  const prevSame = new Int32Array(n).fill(NIL);
+  const lastOf = new Map<string, number>();
+  const byInvoke = [...ops.keys()].sort(
+    (a, b) => (ops[a] as Operation).invoke - (ops[b] as Operation).invoke || a - b,
+  );
+  for (const i of byInvoke) {
+    const o = ops[i] as Operation;
+    if (o.status === 'ok') continue;
+    const k = `${o.kind}|${canonicalJson(o.arg)}`;
+    prevSame[i] = lastOf.get(k) ?? NIL;
+    lastOf.set(k, i);
+  }
+  const isSet = (i: number) => ((bits[i >>> 5] as number) & (1 << (i & 31))) !== 0;
+
   const stack: Array<{ readonly op: number; readonly state: unknown }> = [];
   let state = model.init();
   let linearizedOk = 0;
@@ -375,7 +393,8 @@ function search(
     }
     if (entry !== NIL && entry < n) {
       const op = ops[entry] as Operation;
-      const after = model.step(state, op);
+      const twin = prevSame[entry] as number;
+      const after = twin !== NIL && !isSet(twin) ? undefined : model.step(state, op);
       if (after !== undefined) {
         setBit(entry);
         if (!seen(model.key(after))) {

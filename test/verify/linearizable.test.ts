@@ -346,6 +346,24 @@ describe('limits and witnesses', () => {
     expect(r.keys[0]?.reason).toMatch(/time limit/);
   });
 
+  it('many unknown increments cost little: interchangeable ones are tried in one order', () => {
+    // 40 adds whose outcome is unknown, then reads of 20 and 25: which 20, then which 5 more,
+    // does not matter; without that reduction it is C(40, 20) bitsets.
+    const h = Array.from({ length: 40 }, (_, i) =>
+      op(i, `p${i}`, 'add', 1, undefined, i, undefined, 'info'),
+    );
+    h.push(
+      op(40, 'r', 'read', undefined, 20, 100, 101),
+      op(41, 'r', 'read', undefined, 25, 102, 103),
+    );
+    const r = checkLinearizable(h, { model: counterModel(0), maxSteps: 20_000 });
+    expect(r.verdict).toBe('linearizable');
+    h.push(op(42, 'r', 'read', undefined, 24, 104, 105));
+    expect(checkLinearizable(h, { model: counterModel(0), maxSteps: 20_000 }).verdict).toBe(
+      'violation',
+    );
+  });
+
   it('with enough budget the same history gets its verdict', () => {
     expect(checkLinearizable(wide(12), { model: registerModel(0) }).verdict).toBe('violation');
   });

@@ -223,7 +223,12 @@ const bank: Workload = {
     const A = acctModel(ctx);
     if (ctx.random() < 0.2) {
       await op(ctx, client, 'bank', 'snapshot', undefined, async () => {
-        const b = await A.lock(ACCOUNTS, (ds) => ds.map((d) => d.balance), { timeoutMs: 5000 });
+        // A short lease: an acquire whose reply a fault lost leaves the accounts locked (and
+        // transfers waiting) until the lease expires.
+        const b = await A.lock(ACCOUNTS, (ds) => ds.map((d) => d.balance), {
+          timeoutMs: 5000,
+          leaseMs: 2000,
+        });
         return { ok: Object.fromEntries(ACCOUNTS.map((k, i) => [k, b[i] as number])) };
       });
       return;

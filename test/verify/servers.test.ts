@@ -1,21 +1,29 @@
 /**
- * Verify on the real Redis and PostgreSQL backends (the shared test servers, isolated by the
- * lab's random key prefix / schema, removed afterwards): the workloads pass, and still pass
- * while this run's own connections are reset through its fault proxy (no one else's are).
+ * Verify on the real Redis and PostgreSQL backends, each on a throwaway server of its own
+ * (test/support/servers.ts), through the lab's backend opener: the workloads pass, and still
+ * pass while this run's connections are reset through its fault proxy.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newRunId, openBackend } from '../../src/lab/backends.js';
 import { resetPeriodically, startFaultProxy } from '../../src/verify/nemesis.js';
 import { runVerify } from '../../src/verify/run.js';
+import { startPostgres, startRedis } from '../support/servers.js';
 
-const SERVERS = [
-  ['redis', process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'],
-  ['postgres', process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test'],
-] as const;
+const servers: { url: string; stop(): Promise<void> }[] = [];
+const urls: Record<'redis' | 'postgres', string> = { redis: '', postgres: '' };
+beforeAll(async () => {
+  const [r, p] = await Promise.all([startRedis(), startPostgres()]);
+  servers.push(r, p);
+  urls.redis = r.url;
+  urls.postgres = p.url;
+});
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.stop()));
+});
 
-describe.each(SERVERS)('verify on %s', (_name, url) => {
+describe.each(['redis', 'postgres'] as const)('verify on %s', (name) => {
   it('the real store passes every workload', async () => {
-    const backend = await openBackend(url, newRunId(), { workers: 16 });
+    const backend = await openBackend(urls[name], newRunId(), { workers: 16 });
     try {
       const r = await runVerify(backend.store, { durationMs: 1500, clients: 3 });
       expect(r.workloads.map((w) => [w.name, w.verdict, w.anomalies])).toEqual([
@@ -31,6 +39,7 @@ describe.each(SERVERS)('verify on %s', (_name, url) => {
   });
 
   it('passes while its own connections are reset', async () => {
+    const url = urls[name];
     const target = new URL(url);
     const proxy = await startFaultProxy({
       host: target.hostname,

@@ -135,7 +135,7 @@ function text(report: VerifyReport, label: string, faults: Record<string, number
   const f = Object.entries(faults);
   out.push(
     '',
-    `verify: ${report.verdict.toUpperCase()} on ${label}: ${report.ops.ok + report.ops.fail + report.ops.info} ops (ok ${report.ops.ok}, fail ${report.ops.fail}, info ${report.ops.info}) in ${(report.runMs / 1000).toFixed(1)} s, faults ${f.length === 0 ? 'none' : f.map(([k, v]) => `${k} ${v}`).join(', ')}, ${total} anomalies, checked in ${(report.checkMs / 1000).toFixed(2)} s (seed ${report.seed})`,
+    `verify: ${report.verdict.toUpperCase()} on ${label}: ${report.history.length} ops (ok ${report.ops.ok}, fail ${report.ops.fail}, info ${report.ops.info}${report.ops.pending > 0 ? `, ${report.ops.pending} still running, checked as info` : ''}) in ${(report.runMs / 1000).toFixed(1)} s, faults ${f.length === 0 ? 'none' : f.map(([k, v]) => `${k} ${v}`).join(', ')}, ${total} anomalies, checked in ${(report.checkMs / 1000).toFixed(2)} s (seed ${report.seed})`,
   );
   return out.join('\n');
 }

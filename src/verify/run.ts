@@ -28,6 +28,11 @@ export interface VerifyOptions {
   readonly leaseMs?: number;
   /** Time the checker may spend per workload before answering `unknown`, ms (default 20 000). */
   readonly checkMs?: number;
+  /**
+   * Operations still running this long after the run's end are left behind: the checks go on
+   * with them pending (checked as `info`: they may land at any time, or never). Default 30 000.
+   */
+  readonly hangMs?: number;
   /** Stops the clients early. */
   readonly signal?: AbortSignal;
   /** Called once the clients stopped, before the final reads and the checks (stop faults here). */
@@ -155,11 +160,19 @@ export async function runVerify(store: Store, options: VerifyOptions): Promise<V
       );
     }
   }
-  await Promise.all(loops);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(loops),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, options.durationMs + (options.hangMs ?? 30_000));
+    }),
+  ]);
+  clearTimeout(timer);
   options.onClientsDone?.();
   const runMs = performance.now() - started;
 
-  const all = history.operations();
+  // A snapshot: operations that hung stay pending in it even if they finish during the checks.
+  const all = [...history.operations()];
   const reports: WorkloadReport[] = [];
   const checkStarted = performance.now();
   for (const n of names) {

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { memory } from '../../src/backends/memory/index.js';
+import type { Backend } from '../../src/store/backend.js';
 import { createStore } from '../../src/store/store.js';
 import { type PlantedBug, plantBug } from '../../src/verify/mutants.js';
 import { runVerify } from '../../src/verify/run.js';
@@ -53,5 +54,37 @@ describe('verify on the memory store', () => {
     expect(r.verdict).toBe('fail');
     expect(kinds(r, 'register')).toEqual(['linearizability']);
     expect(kinds(r, 'counter')).toContain('counter-range');
+  });
+});
+
+describe('an operation that never returns', () => {
+  it('is left pending (checked as info) and the run ends', async () => {
+    const inner = memory();
+    let hung = 0;
+    // The 50th counter write never answers (after it landed: the worst case for the checks).
+    const backend: Backend = {
+      ...inner,
+      name: inner.name,
+      namespace: inner.namespace,
+      supports: inner.supports,
+      read: (refs) => inner.read(refs),
+      acquire: (r) => inner.acquire(r),
+      close: () => inner.close(),
+      write: async (writes, o) => {
+        const r = await inner.write(writes, o);
+        if (writes[0]?.model === 'vcnt' && writes[0].kind === 'patch' && ++hung === 50) {
+          return new Promise<never>(() => {});
+        }
+        return r;
+      },
+    };
+    const store = createStore(backend);
+    try {
+      const r = await runVerify(store, { durationMs: 600, hangMs: 300, workloads: ['counter'] });
+      expect(r.ops.pending).toBe(1);
+      expect(r.verdict).toBe('pass');
+    } finally {
+      await store.close();
+    }
   });
 });

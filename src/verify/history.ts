@@ -186,3 +186,40 @@ export function formatOp(op: Operation): string {
   const end = op.complete === undefined ? '…' : op.complete.toFixed(2);
   return `#${op.id} ${op.process} ${op.key} ${op.kind}${arg} ${op.status}${out}${detail}  [${op.invoke.toFixed(2)}..${end} ms]`;
 }
+
+/**
+ * One history from several processes' (each recorded with a clock they share, such as
+ * `performance.timeOrigin + performance.now()`): operations renumbered in invocation order, and
+ * every interval widened by `marginMs` on both sides (and every critical section in a `detail`
+ * narrowed by as much), so that a small skew between the processes' clocks can only hide an
+ * anomaly, never invent one.
+ *
+ * @example
+ * ```ts
+ * const merged = mergeHistories([parentOps, ...childOps], 2);
+ * ```
+ */
+export function mergeHistories(
+  parts: ReadonlyArray<readonly Operation[]>,
+  marginMs: number,
+): Operation[] {
+  const all = parts.flat().map((o): Operation => {
+    const d = o.detail;
+    const section =
+      d !== null &&
+      typeof d === 'object' &&
+      !Array.isArray(d) &&
+      typeof d.enter === 'number' &&
+      typeof d.exit === 'number'
+        ? { detail: { ...d, enter: d.enter + marginMs, exit: d.exit - marginMs } }
+        : {};
+    return {
+      ...o,
+      invoke: o.invoke - marginMs,
+      ...(o.complete === undefined ? {} : { complete: o.complete + marginMs }),
+      ...section,
+    };
+  });
+  all.sort((a, b) => a.invoke - b.invoke);
+  return all.map((o, id) => ({ ...o, id }));
+}

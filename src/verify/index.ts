@@ -17,6 +17,7 @@ export {
   classifyError,
   formatOp,
   History,
+  mergeHistories,
   type Operation,
   type OpStatus,
 } from './history.js';
@@ -47,7 +48,11 @@ export {
 } from './mutants.js';
 export { type FaultProxy, resetPeriodically, startFaultProxy } from './nemesis.js';
 export {
+  type ClientOptions,
+  checkVerify,
+  runClients,
   runVerify,
+  setupVerify,
   type VerifyOptions,
   type VerifyReport,
   type WorkloadReport,

@@ -107,33 +107,69 @@ function capAnomalies(all: readonly Anomaly[]): {
   return { anomalies, anomalyCounts };
 }
 
+/** Options of {@link runClients}: which run, and, for one process of several, which one. */
+export interface ClientOptions extends VerifyOptions {
+  /** Names this process's clients (`register-p2.0`): one tag per process of a run. */
+  readonly tag?: string;
+  /** The history's clock (default `performance.now`; several processes need a shared one). */
+  readonly now?: () => number;
+  /** This process's number among the run's (0, 1, ...): keeps written values unique. */
+  readonly processIndex?: number;
+}
+
+function contextBase(
+  store: Store,
+  history: History,
+  options: ClientOptions,
+): Omit<WorkloadContext, 'random'> {
+  let written = 0;
+  const base = (options.processIndex ?? 0) * 1_000_000_000;
+  return {
+    store,
+    history,
+    prefix: options.prefix ?? 'v',
+    leaseMs: options.leaseMs ?? 150,
+    now: options.now ?? (() => performance.now()),
+    unique: () => base + ++written,
+    ...(options.bug === undefined ? {} : { bug: options.bug }),
+  };
+}
+
 /**
- * Runs the workloads against `store`, then checks the history.
+ * Creates the workloads' documents (once per run, before any client starts).
  *
  * @example
  * ```ts
- * const report = await runVerify(createStore(memory()), { durationMs: 2000 });
- * if (report.verdict !== 'pass') console.log(report.workloads.flatMap((w) => w.anomalies));
+ * await setupVerify(store, { durationMs: 0 });
  * ```
  */
-export async function runVerify(store: Store, options: VerifyOptions): Promise<VerifyReport> {
+export async function setupVerify(store: Store, options: VerifyOptions): Promise<void> {
+  const ctx: WorkloadContext = {
+    ...contextBase(store, new History(), options),
+    random: mulberry32(options.seed ?? 1),
+  };
+  for (const n of options.workloads ?? workloadNames) await workload(n).setup(ctx);
+}
+
+/**
+ * Runs the workloads' clients for `durationMs` and returns what they recorded (operations
+ * still running `hangMs` after the end stay pending). Run {@link setupVerify} first.
+ *
+ * @example
+ * ```ts
+ * const { ops } = await runClients(store, { durationMs: 5000, tag: 'p1', processIndex: 1 });
+ * ```
+ */
+export async function runClients(
+  store: Store,
+  options: ClientOptions,
+): Promise<{ readonly ops: Operation[]; readonly runMs: number }> {
   const names = options.workloads ?? workloadNames;
   const clients = options.clients ?? 4;
-  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31);
-  const prefix = options.prefix ?? 'v';
-  const leaseMs = options.leaseMs ?? 150;
-  const history = new History();
-  const seeds = mulberry32(seed);
-  const base: Omit<WorkloadContext, 'random'> = {
-    store,
-    history,
-    prefix,
-    leaseMs,
-    ...(options.bug === undefined ? {} : { bug: options.bug }),
-  };
-  const setupCtx: WorkloadContext = { ...base, random: mulberry32(seeds() * 2 ** 32) };
-  for (const n of names) await workload(n).setup(setupCtx);
-
+  const now = options.now ?? (() => performance.now());
+  const history = new History({ now });
+  const seeds = mulberry32((options.seed ?? 1) + 7919 * (options.processIndex ?? 0));
+  const base = contextBase(store, history, options);
   const started = performance.now();
   const until = started + options.durationMs;
   const loops: Promise<void>[] = [];
@@ -141,7 +177,7 @@ export async function runVerify(store: Store, options: VerifyOptions): Promise<V
     const w = workload(n);
     for (let i = 0; i < clients; i++) {
       const ctx: WorkloadContext = { ...base, random: mulberry32(seeds() * 2 ** 32) };
-      const client = `${n}-${i}`;
+      const client = options.tag === undefined ? `${n}-${i}` : `${n}-${options.tag}.${i}`;
       loops.push(
         (async () => {
           while (performance.now() < until && !options.signal?.aborted) {
@@ -168,17 +204,36 @@ export async function runVerify(store: Store, options: VerifyOptions): Promise<V
     }),
   ]);
   clearTimeout(timer);
-  options.onClientsDone?.();
-  const runMs = performance.now() - started;
+  // A snapshot: operations that hung stay pending in it even if they finish later.
+  return { ops: [...history.operations()], runMs: performance.now() - started };
+}
 
-  // A snapshot: operations that hung stay pending in it even if they finish during the checks.
-  const all = [...history.operations()];
+/**
+ * Checks a run's history (after every client stopped): each workload's part, with the final
+ * state read from `store`.
+ *
+ * @example
+ * ```ts
+ * const report = await checkVerify(store, ops, { durationMs: 5000, seed }, runMs);
+ * ```
+ */
+export async function checkVerify(
+  store: Store,
+  all: readonly Operation[],
+  options: VerifyOptions,
+  runMs: number,
+): Promise<VerifyReport> {
+  const names = options.workloads ?? workloadNames;
+  const ctx: WorkloadContext = {
+    ...contextBase(store, new History(), options),
+    random: mulberry32(1),
+  };
   const reports: WorkloadReport[] = [];
   const checkStarted = performance.now();
   for (const n of names) {
     const ops = all.filter((o) => o.process.startsWith(`${n}-`));
     const t0 = performance.now();
-    const r = await workload(n).check(setupCtx, ops, options.checkMs ?? 20_000);
+    const r = await workload(n).check(ctx, ops, options.checkMs ?? 20_000);
     const lin = r.linearizability;
     const verdict =
       r.anomalies.length > 0 ? 'fail' : lin?.verdict === 'unknown' ? 'unknown' : 'pass';
@@ -206,12 +261,32 @@ export async function runVerify(store: Store, options: VerifyOptions): Promise<V
       : 'pass';
   return {
     verdict,
-    seed,
-    clients,
+    seed: options.seed ?? 1,
+    clients: options.clients ?? 4,
     ops: countOps(all),
     workloads: reports,
     runMs,
     checkMs: performance.now() - checkStarted,
     history: all,
   };
+}
+
+/**
+ * Runs the workloads against `store`, then checks the history.
+ *
+ * @example
+ * ```ts
+ * const report = await runVerify(createStore(memory()), { durationMs: 2000 });
+ * if (report.verdict !== 'pass') console.log(report.workloads.flatMap((w) => w.anomalies));
+ * ```
+ */
+export async function runVerify(store: Store, options: VerifyOptions): Promise<VerifyReport> {
+  const o: VerifyOptions = {
+    ...options,
+    seed: options.seed ?? Math.floor(Math.random() * 2 ** 31),
+  };
+  await setupVerify(store, o);
+  const { ops, runMs } = await runClients(store, o);
+  o.onClientsDone?.();
+  return checkVerify(store, ops, o, runMs);
 }

@@ -46,6 +46,10 @@ export interface WorkloadContext {
   readonly bug?: PlantedBug;
   /** Lease length of the mutex workload, ms; a holder stalls past it now and then. */
   readonly leaseMs: number;
+  /** The history's clock (critical sections are timed with it). */
+  readonly now: () => number;
+  /** A value no other client of the run writes (unique across processes too). */
+  readonly unique: () => number;
 }
 
 /** One workload: set up its documents, run one client's next operation, check the history. */
@@ -101,7 +105,6 @@ const REG_KEYS = ['r0', 'r1', 'r2'];
 const regModel = (ctx: WorkloadContext): Model<Reg> =>
   ctx.store.model(`${ctx.prefix}reg`, anyObject<Reg>());
 const lastSeen = new WeakMap<WorkloadContext, Map<string, number>>();
-let unique = 0;
 
 /** Read / write / cas on a few registers; checked for linearizability. */
 const register: Workload = {
@@ -123,14 +126,14 @@ const register: Workload = {
         return { ok: v };
       });
     } else if (roll < 0.7) {
-      const v = ++unique;
+      const v = ctx.unique();
       await op(ctx, client, `reg:${key}`, 'write', v, async () => {
         const r = await R.apply(key, (d) => d.v.set(v));
         return r.applied ? { ok: undefined } : { fail: 'refused' };
       });
     } else {
       const from = seen.get(`${client}:${key}`) ?? 0;
-      const to = ++unique;
+      const to = ctx.unique();
       await op(ctx, client, `reg:${key}`, 'cas', [from, to], async () => {
         const r = await R.apply(key, (d) => d.v.set(to), { when: (g) => g.v.eq(from) });
         return { ok: r.applied };
@@ -280,10 +283,10 @@ const mutex: Workload = {
       await L.lock(
         'm0',
         async (d, lock) => {
-          const enter = performance.now();
+          const enter = ctx.now();
           await sleep(stall ? ctx.leaseMs * 2 : ctx.random() * 3);
           d.log.push(lock.fence);
-          detail = { fence: lock.fence, enter, exit: performance.now() };
+          detail = { fence: lock.fence, enter, exit: ctx.now() };
         },
         { leaseMs: ctx.leaseMs, renew: false, timeoutMs: 10_000 },
       );

@@ -12,27 +12,38 @@
  * npm run lab -- verify --plant commit-ignores-fence   # must exit 1
  * ```
  */
+import { fork } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createStore, memory } from '../index.js';
 import {
   type Anomaly,
+  checkVerify,
   type FaultProxy,
   formatOp,
+  mergeHistories,
+  type Operation,
   type PlantedBug,
   plantBug,
   plantedBugs,
   resetPeriodically,
+  runClients,
   runVerify,
+  setupVerify,
   startFaultProxy,
+  type VerifyOptions,
   type VerifyReport,
 } from '../verify/index.js';
 import { type LabBackend, LabError, newRunId, openBackend } from './backends.js';
 import { errorMessage } from './util.js';
+import { sharedClock, type WorkerOpen, type WorkerReply } from './verify-worker.js';
 
 interface VerifyCliOptions {
   backend: string;
   seconds: number;
   clients: number;
+  processes: number;
   faults: 'none' | 'client' | 'admin';
   plant?: PlantedBug;
   seed?: number;
@@ -61,7 +72,18 @@ function program(): Command {
       'memory',
     )
     .option('--seconds <n>', 'how long the clients run', integer('--seconds', 1, 3600), 10)
-    .option('--clients <n>', 'concurrent clients per workload', integer('--clients', 1, 64), 4)
+    .option(
+      '--clients <n>',
+      'concurrent clients per workload, per process',
+      integer('--clients', 1, 64),
+      4,
+    )
+    .option(
+      '--processes <n>',
+      'processes running clients (server backends; their clocks are compared with a 1 ms margin)',
+      integer('--processes', 1, 16),
+      1,
+    )
     .addOption(
       new Option(
         '--faults <kind>',
@@ -71,9 +93,10 @@ function program(): Command {
         .default('none'),
     )
     .addOption(
-      new Option('--plant <bug>', 'plant a bug (memory only) to see the check fail').choices([
-        ...plantedBugs,
-      ]),
+      new Option(
+        '--plant <bug>',
+        'plant a bug to see the check fail (the backend bugs on memory only)',
+      ).choices([...plantedBugs]),
     )
     .option('--seed <n>', 'workload seed (default: random, printed)', integer('--seed', 0, 2 ** 31))
     .option('--json', 'print one JSON object on stdout', false)
@@ -132,12 +155,102 @@ function text(report: VerifyReport, label: string, faults: Record<string, number
   );
   if (anomalies.length > 0)
     out.push('', `anomalies (${total}; the first of each kind):`, ...anomalies);
+  const perProcess = new Map<string, number>();
+  for (const o of report.history) {
+    const tag = /-(p\d+)\./.exec(o.process)?.[1];
+    if (tag !== undefined) perProcess.set(tag, (perProcess.get(tag) ?? 0) + 1);
+  }
+  if (perProcess.size > 1) {
+    out.push('', `ops per process: ${[...perProcess].map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  }
   const f = Object.entries(faults);
   out.push(
     '',
     `verify: ${report.verdict.toUpperCase()} on ${label}: ${report.history.length} ops (ok ${report.ops.ok}, fail ${report.ops.fail}, info ${report.ops.info}${report.ops.pending > 0 ? `, ${report.ops.pending} still running, checked as info` : ''}) in ${(report.runMs / 1000).toFixed(1)} s, faults ${f.length === 0 ? 'none' : f.map(([k, v]) => `${k} ${v}`).join(', ')}, ${total} anomalies, checked in ${(report.checkMs / 1000).toFixed(2)} s (seed ${report.seed})`,
   );
   return out.join('\n');
+}
+
+/** Clock skew allowed between the run's processes (one machine: one system clock). */
+const SKEW_MARGIN_MS = 1;
+
+/** The worker's file: compiled JavaScript in the package, TypeScript under tsx. */
+function workerFile(): string {
+  const js = fileURLToPath(new URL('./verify-worker.js', import.meta.url));
+  return existsSync(js) ? js : js.replace(/\.js$/, '.ts');
+}
+
+/**
+ * One run across `processes` processes: this one sets up, runs its clients with the others
+ * (forked workers on the same backend and run id), merges the histories and checks them.
+ */
+async function acrossProcesses(
+  backend: LabBackend,
+  spec: string,
+  runId: string,
+  options: VerifyOptions,
+  processes: number,
+): Promise<VerifyReport> {
+  await setupVerify(backend.store, options);
+  const { signal: _s, onClientsDone: _d, onOp: _o, ...plain } = options;
+  const workers = Array.from({ length: processes - 1 }, () =>
+    fork(workerFile(), ['--lockstep-verify-worker'], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  const replies = workers.map(() => [] as WorkerReply[]);
+  const waiters = workers.map(() => [] as Array<() => void>);
+  const next = (k: number, type: WorkerReply['type']) =>
+    new Promise<WorkerReply>((resolve, reject) => {
+      const check = () => {
+        const r = replies[k]?.find((m) => m.type === type || m.type === 'error');
+        if (r === undefined) return false;
+        if (r.type === 'error') reject(new LabError(`verify worker ${k + 1}: ${r.message}`, 3));
+        else resolve(r);
+        return true;
+      };
+      if (!check()) waiters[k]?.push(() => void check());
+    });
+  try {
+    workers.forEach((w, k) => {
+      w.on('message', (m: WorkerReply) => {
+        replies[k]?.push(m);
+        for (const f of waiters[k]?.splice(0) ?? []) f();
+      });
+      w.on('exit', (code) => {
+        replies[k]?.push({ type: 'error', message: `exited (code ${code}) before it reported` });
+        for (const f of waiters[k]?.splice(0) ?? []) f();
+      });
+      const open: WorkerOpen = {
+        type: 'open',
+        spec,
+        runId,
+        options: { ...plain, tag: `p${k + 1}`, processIndex: k + 1 },
+      };
+      w.send(open);
+    });
+    await Promise.all(workers.map((_, k) => next(k, 'ready')));
+    for (const w of workers) w.send({ type: 'go' });
+    const mine = runClients(backend.store, {
+      ...options,
+      tag: 'p0',
+      processIndex: 0,
+      now: sharedClock,
+    });
+    const theirs = await Promise.all(workers.map((_, k) => next(k, 'done')));
+    const own = await mine;
+    options.onClientsDone?.();
+    const parts: Array<readonly Operation[]> = [own.ops];
+    let runMs = own.runMs;
+    for (const r of theirs) {
+      if (r.type !== 'done') continue;
+      parts.push(r.ops);
+      runMs = Math.max(runMs, r.runMs);
+    }
+    return await checkVerify(backend.store, mergeHistories(parts, SKEW_MARGIN_MS), options, runMs);
+  } finally {
+    for (const w of workers) if (w.exitCode === null) w.kill();
+  }
 }
 
 /**
@@ -173,17 +286,22 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
       2,
     );
   }
-  if (opts.plant !== undefined && !isMemory) {
+  if (opts.processes > 1 && isMemory) {
+    fail('--processes needs a server backend: the memory backend lives in one process', 2);
+  }
+  if (opts.plant !== undefined && opts.plant !== 'read-then-write-increment' && !isMemory) {
     fail(
-      '--plant runs against the memory backend only (a planted bug must never reach a server)',
+      `--plant ${opts.plant} runs against the memory backend only (a broken backend must never reach a server); read-then-write-increment, a client bug, runs anywhere`,
       2,
     );
   }
 
   let proxy: FaultProxy | undefined;
   let backend: LabBackend | undefined;
+  let spec = opts.backend;
+  const runId = newRunId();
   try {
-    if (opts.plant !== undefined) {
+    if (opts.plant !== undefined && isMemory) {
       const store = createStore(plantBug(memory(), opts.plant));
       backend = {
         kind: 'memory',
@@ -192,12 +310,11 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
         cleanup: () => store.close(),
       };
     } else {
-      let spec = opts.backend;
       if (opts.faults === 'client') {
         proxy = await startFaultProxy(target(spec));
         spec = throughProxy(spec, proxy);
       }
-      backend = await openBackend(spec, newRunId(), { workers: opts.clients * 4 });
+      backend = await openBackend(spec, runId, { workers: opts.clients * 4 });
     }
   } catch (err) {
     await proxy?.close();
@@ -207,7 +324,7 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
   const label = proxy ? `${opts.backend} (through this run's proxy)` : backend.label;
   if (!opts.json) {
     process.stderr.write(
-      `lab verify: ${label}, ${opts.clients} clients per workload, ${opts.seconds} s, faults ${opts.faults}\n`,
+      `lab verify: ${label}, ${opts.processes > 1 ? `${opts.processes} processes x ` : ''}${opts.clients} clients per workload, ${opts.seconds} s, faults ${opts.faults}\n`,
     );
   }
   const stop = new AbortController();
@@ -219,15 +336,19 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
   let report: VerifyReport;
   const faults: Record<string, number> = {};
   try {
-    report = await runVerify(backend.store, {
+    const options: VerifyOptions = {
       durationMs: opts.seconds * 1000,
       clients: opts.clients,
       signal: stop.signal,
-      ...(opts.seed === undefined ? {} : { seed: opts.seed }),
+      seed: opts.seed ?? Math.floor(Math.random() * 2 ** 31),
       ...(opts.plant === undefined ? {} : { bug: opts.plant }),
       // The faults stop when the clients do, before the final reads.
       onClientsDone: () => nemesis.abort(),
-    });
+    };
+    report =
+      opts.processes > 1
+        ? await acrossProcesses(backend, spec, runId, options, opts.processes)
+        : await runVerify(backend.store, options);
   } finally {
     nemesis.abort();
     const resets = await faultsDone;

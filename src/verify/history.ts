@@ -192,7 +192,7 @@ export function formatOp(op: Operation): string {
  * `performance.timeOrigin + performance.now()`): operations renumbered in invocation order, and
  * every interval widened by `marginMs` on both sides (and every critical section in a `detail`
  * narrowed by as much), so that a small skew between the processes' clocks can only hide an
- * anomaly, never invent one.
+ * anomaly, never invent one. Times come out relative to the first invocation.
  *
  * @example
  * ```ts
@@ -221,5 +221,23 @@ export function mergeHistories(
     };
   });
   all.sort((a, b) => a.invoke - b.invoke);
-  return all.map((o, id) => ({ ...o, id }));
+  const t0 = all[0]?.invoke ?? 0;
+  return all.map((o, id) => {
+    const d = o.detail;
+    const shifted =
+      d !== null &&
+      typeof d === 'object' &&
+      !Array.isArray(d) &&
+      typeof d.enter === 'number' &&
+      typeof d.exit === 'number'
+        ? { detail: { ...d, enter: d.enter - t0, exit: d.exit - t0 } }
+        : {};
+    return {
+      ...o,
+      id,
+      invoke: o.invoke - t0,
+      ...(o.complete === undefined ? {} : { complete: o.complete - t0 }),
+      ...shifted,
+    };
+  });
 }

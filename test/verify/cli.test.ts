@@ -1,13 +1,15 @@
 /**
  * `lab verify`, spawned as a user runs it (`tsx src/lab/cli.ts verify ...`): a clean run exits 0
  * with a PASS line, each planted bug exits 1 and prints its anomalies, `--json` is one object,
- * and the refusals (admin faults, faults on memory, a planted bug on a server) exit 2 with one
- * line. The server runs with faults are in servers.test.ts.
+ * the refusals (admin faults, faults on memory, a backend bug on a server) exit 2 with one line,
+ * and a run across processes on a throwaway Redis merges their histories: clean it passes, with
+ * the read-then-write increment in every process it fails.
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { plantedBugs } from '../../src/verify/mutants.js';
+import { type RedisServer, startRedis } from '../support/servers.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -57,11 +59,55 @@ describe('lab verify', () => {
     [['--faults', 'admin', '--i-own-this-server'], /not implemented/],
     [['--faults', 'client'], /needs a server backend/],
     [['--backend', 'redis://127.0.0.1:6379', '--plant', 'fail-but-landed'], /memory backend only/],
+    [['--processes', '2'], /needs a server backend/],
     [['--seconds', '0'], /--seconds must be/],
   ])('%j is refused with one line, exit 2', async (args, message) => {
     const r = await lab(args);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(message);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('lab verify --processes', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await startRedis();
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  it('merges the histories of several processes and passes', async () => {
+    const r = await lab([
+      '--backend',
+      server.url,
+      '--processes',
+      '3',
+      '--clients',
+      '2',
+      '--seconds',
+      '2',
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ops per process: (?=.*p0 \d+)(?=.*p1 \d+)(?=.*p2 \d+)/m);
+    expect(r.stdout).toMatch(/^verify: PASS/m);
+  });
+
+  it('catches lost updates between processes', async () => {
+    const r = await lab([
+      '--backend',
+      server.url,
+      '--processes',
+      '2',
+      '--clients',
+      '1',
+      '--seconds',
+      '2',
+      '--plant',
+      'read-then-write-increment',
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/\[counter\] counter-range/);
   });
 });

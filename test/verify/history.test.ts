@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { BackendError, LeaseLostError, LockTimeoutError } from '../../src/errors.js';
-import { classifyError, formatOp, History } from '../../src/verify/history.js';
+import { classifyError, formatOp, History, mergeHistories } from '../../src/verify/history.js';
 
 describe('History', () => {
   it('records invocations and completions with its clock', () => {
@@ -72,5 +72,23 @@ describe('History', () => {
     const h = new History({ now: () => (t += 1.5) });
     h.ok(h.invoke('c1', 'x', 'cas', [1, 2]), true);
     expect(formatOp(h.operations()[0] as never)).toBe('#0 c1 x cas [1,2] ok true  [1.50..3.00 ms]');
+  });
+});
+
+describe('mergeHistories', () => {
+  it('renumbers by invocation, widens intervals and narrows critical sections by the margin', () => {
+    let t = 1000;
+    const a = new History({ now: () => (t += 10) });
+    const b = new History({ now: () => (t += 10) });
+    a.ok(a.invoke('a', 'x', 'write', 1)); // 1010..1020
+    const id = b.invoke('b', 'm', 'lock'); // 1030
+    b.ok(id, undefined, { fence: 1, enter: 1032, exit: 1038 }); // ..1040
+    const m = mergeHistories([b.operations(), a.operations()], 2);
+    expect(m.map((o) => [o.id, o.process, o.invoke, o.complete])).toEqual([
+      [0, 'a', 0, 14],
+      [1, 'b', 20, 34],
+    ]);
+    // 1032 + 2 and 1038 - 2, from the first invocation (1010 - 2).
+    expect(m[1]?.detail).toEqual({ fence: 1, enter: 26, exit: 28 });
   });
 });

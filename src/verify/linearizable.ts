@@ -145,7 +145,7 @@ export interface CheckOptions {
   readonly model: Model<never> | Model<unknown> | ((key: string) => Model<unknown>);
   /** Give up (verdict `unknown` for keys not yet decided) after this long in all. Default 10 000. */
   readonly timeLimitMs?: number;
-  /** Give up on one key after this many search steps. Default 5 000 000. */
+  /** Give up on one key after this many search steps (default 1e9: the time limit decides). */
   readonly maxSteps?: number;
   /** Reduce a violation's history to a smaller one that shows it (default true). */
   readonly minimize?: boolean;
@@ -166,7 +166,7 @@ export function checkLinearizable(
 ): LinearizabilityResult {
   const started = performance.now();
   const deadline = started + (options.timeLimitMs ?? 10_000);
-  const maxSteps = options.maxSteps ?? 5_000_000;
+  const maxSteps = options.maxSteps ?? 1_000_000_000;
   const modelFor =
     typeof options.model === 'function'
       ? options.model
@@ -401,10 +401,16 @@ function search(
   }
   const isSet = (i: number) => ((bits[i >>> 5] as number) & (1 << (i & 31))) !== 0;
 
+  // Two passes over the candidates of each configuration (the calls before the first return
+  // event): the `ok` operations first, then the unknown ones. The same candidates, in an order
+  // that finds a linearization of a correct history with little backtracking: an unknown
+  // operation is tried only where no acknowledged one can go on.
+  const isOk = (i: number) => (ops[i] as Operation).status === 'ok';
   const stack: Array<{ readonly op: number; readonly state: unknown }> = [];
   let state = model.init();
   let linearizedOk = 0;
   let entry = next[HEAD] as number;
+  let unknownPass = false;
   let steps = 0;
   for (;;) {
     if (linearizedOk === mustLinearize) return { verdict: 'linearizable', steps };
@@ -415,6 +421,10 @@ function search(
       return { verdict: 'unknown', steps, reason: 'time limit reached' };
     }
     if (entry !== NIL && entry < n) {
+      if (isOk(entry) === unknownPass) {
+        entry = next[entry] as number;
+        continue;
+      }
       const op = ops[entry] as Operation;
       const twin = prevSame[entry] as number;
       const after = twin !== NIL && !isSet(twin) ? undefined : model.step(state, op);
@@ -426,6 +436,7 @@ function search(
           if (op.status === 'ok') linearizedOk++;
           lift(entry);
           entry = next[HEAD] as number;
+          unknownPass = false;
           continue;
         }
         clearBit(entry);
@@ -433,14 +444,21 @@ function search(
       entry = next[entry] as number;
       continue;
     }
-    // A return event (or the end of the list, past the info calls): backtrack.
+    // A return event (or the end of the list, past the info calls): the acknowledged pass
+    // turns into the unknown pass; after that, backtrack.
+    if (!unknownPass) {
+      unknownPass = true;
+      entry = next[HEAD] as number;
+      continue;
+    }
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', steps };
     state = top.state;
     clearBit(top.op);
-    if ((ops[top.op] as Operation).status === 'ok') linearizedOk--;
+    if (isOk(top.op)) linearizedOk--;
     unlift(top.op);
     entry = next[top.op] as number;
+    unknownPass = !isOk(top.op);
   }
 }
 

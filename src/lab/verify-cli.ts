@@ -22,8 +22,8 @@ import {
   checkVerify,
   type FaultProxy,
   formatOp,
+  type HistoryPart,
   mergeHistories,
-  type Operation,
   type PlantedBug,
   plantBug,
   plantedBugs,
@@ -80,7 +80,7 @@ function program(): Command {
     )
     .option(
       '--processes <n>',
-      'processes running clients (server backends; their clocks are compared with a 1 ms margin)',
+      "processes running clients (server backends); each worker's clock offset is measured by IPC round trips and its operations widened by the uncertainty",
       integer('--processes', 1, 16),
       1,
     )
@@ -171,8 +171,8 @@ function text(report: VerifyReport, label: string, faults: Record<string, number
   return out.join('\n');
 }
 
-/** Clock skew allowed between the run's processes (one machine: one system clock). */
-const SKEW_MARGIN_MS = 1;
+/** Pings per worker to measure its clock's offset (the fastest round trip bounds it). */
+const CLOCK_PINGS = 20;
 
 /** The worker's file: compiled JavaScript in the package, TypeScript under tsx. */
 function workerFile(): string {
@@ -230,6 +230,27 @@ async function acrossProcesses(
       w.send(open);
     });
     await Promise.all(workers.map((_, k) => next(k, 'ready')));
+    // Each worker's clock against ours: offset = its reading minus the midpoint of the round
+    // trip, known to within half the round trip (the fastest of CLOCK_PINGS).
+    const clocks: Array<{ offsetMs: number; marginMs: number }> = [];
+    for (const [k, w] of workers.entries()) {
+      let best = { offsetMs: 0, marginMs: Number.POSITIVE_INFINITY };
+      for (let i = 0; i < CLOCK_PINGS; i++) {
+        replies[k] = (replies[k] ?? []).filter((m) => m.type !== 'pong');
+        const t0 = sharedClock();
+        w.send({ type: 'ping' });
+        const pong = await next(k, 'pong');
+        const t1 = sharedClock();
+        const half = (t1 - t0) / 2;
+        if (pong.type === 'pong' && half < best.marginMs) {
+          best = { offsetMs: pong.t - (t0 + t1) / 2, marginMs: half };
+        }
+      }
+      clocks.push(best);
+    }
+    process.stderr.write(
+      `lab verify: worker clocks: ${clocks.map((c, k) => `p${k + 1} ${c.offsetMs >= 0 ? '+' : ''}${c.offsetMs.toFixed(3)} ± ${c.marginMs.toFixed(3)} ms`).join(', ')}\n`,
+    );
     for (const w of workers) w.send({ type: 'go' });
     const mine = runClients(backend.store, {
       ...options,
@@ -240,14 +261,14 @@ async function acrossProcesses(
     const theirs = await Promise.all(workers.map((_, k) => next(k, 'done')));
     const own = await mine;
     options.onClientsDone?.();
-    const parts: Array<readonly Operation[]> = [own.ops];
+    const parts: HistoryPart[] = [{ ops: own.ops }];
     let runMs = own.runMs;
-    for (const r of theirs) {
+    for (const [k, r] of theirs.entries()) {
       if (r.type !== 'done') continue;
-      parts.push(r.ops);
+      parts.push({ ops: r.ops, ...(clocks[k] ?? { marginMs: 1 }) });
       runMs = Math.max(runMs, r.runMs);
     }
-    return await checkVerify(backend.store, mergeHistories(parts, SKEW_MARGIN_MS), options, runMs);
+    return await checkVerify(backend.store, mergeHistories(parts), options, runMs);
   } finally {
     for (const w of workers) if (w.exitCode === null) w.kill();
   }

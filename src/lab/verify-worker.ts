@@ -5,8 +5,10 @@
  * (`performance.timeOrigin + performance.now()`), sends back what it recorded, and closes its
  * connections (the parent owns the run's data and removes it).
  *
- * Messages: parent → `{ type: 'open', spec, runId, options }`, then `{ type: 'go' }`;
- * worker → `{ type: 'ready' }`, then `{ type: 'done', ops, runMs }` or `{ type: 'error', message }`.
+ * Messages: parent → `{ type: 'open', spec, runId, options }`, `{ type: 'ping' }` (any number:
+ * the worker answers `{ type: 'pong', t }` with its clock, so the parent can measure the skew),
+ * then `{ type: 'go' }`; worker → `{ type: 'ready' }`, then `{ type: 'done', ops, runMs }` or
+ * `{ type: 'error', message }`.
  */
 import type { ClientOptions, Operation } from '../verify/index.js';
 import { runClients } from '../verify/index.js';
@@ -25,6 +27,7 @@ export interface WorkerOpen {
 /** What a worker answers. */
 export type WorkerReply =
   | { readonly type: 'ready' }
+  | { readonly type: 'pong'; readonly t: number }
   | { readonly type: 'done'; readonly ops: readonly Operation[]; readonly runMs: number }
   | { readonly type: 'error'; readonly message: string };
 
@@ -41,7 +44,17 @@ if (process.send !== undefined && process.argv.includes('--lockstep-verify-worke
     void (async () => {
       try {
         const backend = await openBackend(first.spec, first.runId, { workers: 16 });
-        const go = new Promise<void>((resolve) => process.once('message', () => resolve()));
+        const go = new Promise<void>((resolve) => {
+          const onMessage = (m: { type: string }) => {
+            if (m.type === 'ping') {
+              process.send?.({ type: 'pong', t: sharedClock() });
+              return;
+            }
+            process.off('message', onMessage);
+            resolve();
+          };
+          process.on('message', onMessage);
+        });
         await send({ type: 'ready' });
         await go;
         const { ops, runMs } = await runClients(backend.store, {

@@ -187,57 +187,49 @@ export function formatOp(op: Operation): string {
   return `#${op.id} ${op.process} ${op.key} ${op.kind}${arg} ${op.status}${out}${detail}  [${op.invoke.toFixed(2)}..${end} ms]`;
 }
 
+/** One process's part of a history recorded across processes. */
+export interface HistoryPart {
+  readonly ops: readonly Operation[];
+  /** How far this process's clock is ahead of the reference clock, ms (subtracted). */
+  readonly offsetMs?: number;
+  /** How uncertain that offset is, ms: the part's intervals are widened by as much. */
+  readonly marginMs?: number;
+}
+
+function shift(o: Operation, by: number, widen: number): Operation {
+  const d = o.detail;
+  const section =
+    d !== null &&
+    typeof d === 'object' &&
+    !Array.isArray(d) &&
+    typeof d.enter === 'number' &&
+    typeof d.exit === 'number'
+      ? { detail: { ...d, enter: d.enter - by + widen, exit: d.exit - by - widen } }
+      : {};
+  return {
+    ...o,
+    invoke: o.invoke - by - widen,
+    ...(o.complete === undefined ? {} : { complete: o.complete - by + widen }),
+    ...section,
+  };
+}
+
 /**
  * One history from several processes' (each recorded with a clock they share, such as
- * `performance.timeOrigin + performance.now()`): operations renumbered in invocation order, and
- * every interval widened by `marginMs` on both sides (and every critical section in a `detail`
- * narrowed by as much), so that a small skew between the processes' clocks can only hide an
- * anomaly, never invent one. Times come out relative to the first invocation.
+ * `performance.timeOrigin + performance.now()`): each part's times corrected by its
+ * `offsetMs` and its intervals widened by its `marginMs` on both sides (critical sections in a
+ * `detail` narrowed by as much), so that what is left of the clocks' skew can only hide an
+ * anomaly, never invent one; operations renumbered in invocation order, times relative to the
+ * first invocation.
  *
  * @example
  * ```ts
- * const merged = mergeHistories([parentOps, ...childOps], 2);
+ * const merged = mergeHistories([{ ops: mine }, { ops: theirs, offsetMs: 0.02, marginMs: 0.1 }]);
  * ```
  */
-export function mergeHistories(
-  parts: ReadonlyArray<readonly Operation[]>,
-  marginMs: number,
-): Operation[] {
-  const all = parts.flat().map((o): Operation => {
-    const d = o.detail;
-    const section =
-      d !== null &&
-      typeof d === 'object' &&
-      !Array.isArray(d) &&
-      typeof d.enter === 'number' &&
-      typeof d.exit === 'number'
-        ? { detail: { ...d, enter: d.enter + marginMs, exit: d.exit - marginMs } }
-        : {};
-    return {
-      ...o,
-      invoke: o.invoke - marginMs,
-      ...(o.complete === undefined ? {} : { complete: o.complete + marginMs }),
-      ...section,
-    };
-  });
+export function mergeHistories(parts: readonly HistoryPart[]): Operation[] {
+  const all = parts.flatMap((p) => p.ops.map((o) => shift(o, p.offsetMs ?? 0, p.marginMs ?? 0)));
   all.sort((a, b) => a.invoke - b.invoke);
   const t0 = all[0]?.invoke ?? 0;
-  return all.map((o, id) => {
-    const d = o.detail;
-    const shifted =
-      d !== null &&
-      typeof d === 'object' &&
-      !Array.isArray(d) &&
-      typeof d.enter === 'number' &&
-      typeof d.exit === 'number'
-        ? { detail: { ...d, enter: d.enter - t0, exit: d.exit - t0 } }
-        : {};
-    return {
-      ...o,
-      id,
-      invoke: o.invoke - t0,
-      ...(o.complete === undefined ? {} : { complete: o.complete - t0 }),
-      ...shifted,
-    };
-  });
+  return all.map((o, id) => ({ ...shift(o, t0, 0), id }));
 }

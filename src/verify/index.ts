@@ -17,6 +17,7 @@ export {
   classifyError,
   formatOp,
   History,
+  type HistoryPart,
   mergeHistories,
   type Operation,
   type OpStatus,

@@ -76,19 +76,22 @@ describe('History', () => {
 });
 
 describe('mergeHistories', () => {
-  it('renumbers by invocation, widens intervals and narrows critical sections by the margin', () => {
+  it('corrects each part by its offset, widens by its margin, narrows critical sections, renumbers', () => {
     let t = 1000;
     const a = new History({ now: () => (t += 10) });
     const b = new History({ now: () => (t += 10) });
     a.ok(a.invoke('a', 'x', 'write', 1)); // 1010..1020
     const id = b.invoke('b', 'm', 'lock'); // 1030
     b.ok(id, undefined, { fence: 1, enter: 1032, exit: 1038 }); // ..1040
-    const m = mergeHistories([b.operations(), a.operations()], 2);
-    expect(m.map((o) => [o.id, o.process, o.invoke, o.complete])).toEqual([
-      [0, 'a', 0, 14],
-      [1, 'b', 20, 34],
+    // b's clock is 5 ms ahead, known to within 2 ms; a is the reference.
+    const m = mergeHistories([
+      { ops: b.operations(), offsetMs: 5, marginMs: 2 },
+      { ops: a.operations() },
     ]);
-    // 1032 + 2 and 1038 - 2, from the first invocation (1010 - 2).
-    expect(m[1]?.detail).toEqual({ fence: 1, enter: 26, exit: 28 });
+    expect(m.map((o) => [o.id, o.process, o.invoke, o.complete])).toEqual([
+      [0, 'a', 0, 10],
+      [1, 'b', 13, 27], // 1030 - 5 - 2 and 1040 - 5 + 2, from a's invocation at 1010
+    ]);
+    expect(m[1]?.detail).toEqual({ fence: 1, enter: 19, exit: 21 }); // 1032 - 5 + 2, 1038 - 5 - 2
   });
 });

@@ -1,14 +1,16 @@
 /**
- * `npm run lab -- verify [--backend URL] [--seconds N] [--clients N] [--faults none|client]
- * [--plant BUG] [--seed N] [--json]`: runs the verification workloads against a backend, records
- * the history, checks it (linearizability per key, invariants) and prints ops, faults and
- * anomalies. Exit code: 0 when nothing was found, 1 on any anomaly, 2 for a usage error, 3 when
+ * `npm run lab -- verify [--backend URL] [--seconds N] [--clients N] [--processes N]
+ * [--faults none|client] [--plant BUG] [--seed N] [--json]`: runs the verification workloads
+ * against a backend (in this process, or in N processes whose histories are merged), records the
+ * history, checks it (linearizability per key, invariants) and prints ops, faults and anomalies.
+ * `--faults client` puts a TCP proxy of this run between its drivers and the server and resets
+ * those connections; `--faults admin` (server-side faults) is not implemented. Exit code: 0 when nothing was found, 1 on any anomaly, 2 for a usage error, 3 when
  * the backend cannot be reached, 4 when the checker ran out of time (nothing found, not proven).
  *
  * @example
  * ```sh
  * npm run lab -- verify --seconds 10
- * npm run lab -- verify --backend redis://127.0.0.1:6379 --faults client --json
+ * npm run lab -- verify --backend redis://127.0.0.1:6379 --faults client --processes 2 --json
  * npm run lab -- verify --plant commit-ignores-fence   # must exit 1
  * ```
  */

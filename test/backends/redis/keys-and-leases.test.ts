@@ -9,43 +9,24 @@
  * - write semantics: a patch without ops writes nothing; a guard refusal names the first false
  *   guard; guards comparing with another field (`ref`); a malformed URL is a ValidationError.
  */
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redis } from '../../../src/backends/redis/index.js';
 import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import { LeaseLostError, NotFoundError, ValidationError } from '../../../src/errors.js';
 import { createStore } from '../../../src/index.js';
-import type { Backend, DocWrite, Guard, LeaseRequest } from '../../../src/store/backend.js';
+import type { Backend, DocWrite, Guard } from '../../../src/store/backend.js';
 import { dropPrefix } from './drop-prefix.js';
+import { oneKeyLease as lease, prefixedSpace } from './prefixed.js';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const prefix = `lskl:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
-const layout = new KeyLayout(prefix);
+const space = prefixedSpace('lskl', 1);
+const { url, prefix, layout } = space;
 let admin: Redis;
 let b: Backend;
-
 beforeAll(() => {
-  admin = new Redis(url);
-  b = redis({ url, prefix });
-});
-
-afterAll(async () => {
-  await b.close();
-  await dropPrefix(admin, prefix);
-  await admin.quit();
-});
-
-const lease = (m: string, key: string, extra: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  model: m,
-  keys: [key],
-  action: 'default',
-  mode: 'exclusive',
-  leaseMs: 10_000,
-  renew: true,
-  nowait: false,
-  skipLocked: false,
-  ...extra,
+  admin = space.admin;
+  b = space.backends[0] as Backend;
 });
 
 /** Every key under `p` with its PTTL (-1: no TTL). */

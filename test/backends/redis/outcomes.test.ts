@@ -5,46 +5,23 @@
  * our script runs (after it stored the document) is such a failure; an error Redis raises before
  * running it (NOSCRIPT, BUSY, ...) is not. An unreadable reply is unknown too.
  */
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { toBackendError } from '../../../src/backends/redis/client.js';
-import { redis } from '../../../src/backends/redis/index.js';
-import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import { readReply } from '../../../src/backends/redis/wire.js';
 import { BackendError } from '../../../src/errors.js';
-import type { Backend, LeaseRequest } from '../../../src/store/backend.js';
-import { dropPrefix } from './drop-prefix.js';
+import type { Backend } from '../../../src/store/backend.js';
+import { oneKeyLease as lease, prefixedSpace } from './prefixed.js';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const prefix = `lsout:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
-const layout = new KeyLayout(prefix);
+const space = prefixedSpace('lsout', 2);
+const { layout } = space;
 let admin: Redis;
 let b1: Backend;
 let b2: Backend;
-
 beforeAll(() => {
-  admin = new Redis(url);
-  b1 = redis({ url, prefix });
-  b2 = redis({ url, prefix });
-});
-
-afterAll(async () => {
-  await b1.close();
-  await b2.close();
-  await dropPrefix(admin, prefix);
-  await admin.quit();
-});
-
-const lease = (m: string, key: string, extra: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  model: m,
-  keys: [key],
-  action: 'default',
-  mode: 'exclusive',
-  leaseMs: 10_000,
-  renew: true,
-  nowait: false,
-  skipLocked: false,
-  ...extra,
+  admin = space.admin;
+  b1 = space.backends[0] as Backend;
+  b2 = space.backends[1] as Backend;
 });
 
 const replyError = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });

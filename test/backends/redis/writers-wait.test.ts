@@ -6,45 +6,23 @@
  * having written nothing and leaving no queue entry behind; shared leases and leases of other
  * actions do not hold writers back.
  */
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { redis } from '../../../src/backends/redis/index.js';
-import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import { ConflictError, createStore, LockTimeoutError } from '../../../src/index.js';
-import type { Backend, DocWrite, LeaseRequest } from '../../../src/store/backend.js';
-import { dropPrefix } from './drop-prefix.js';
+import type { Backend, DocWrite } from '../../../src/store/backend.js';
+import { oneKeyLease as lease, prefixedSpace } from './prefixed.js';
 
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const prefix = `lsww:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
-const layout = new KeyLayout(prefix);
+const space = prefixedSpace('lsww', 2);
+const { url, prefix, layout } = space;
 let admin: Redis;
 let b1: Backend;
 let b2: Backend;
-
 beforeAll(() => {
-  admin = new Redis(url);
-  b1 = redis({ url, prefix });
-  b2 = redis({ url, prefix });
-});
-
-afterAll(async () => {
-  await b1.close();
-  await b2.close();
-  await dropPrefix(admin, prefix);
-  await admin.quit();
-});
-
-const lease = (m: string, key: string, extra: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  model: m,
-  keys: [key],
-  action: 'default',
-  mode: 'exclusive',
-  leaseMs: 10_000,
-  renew: true,
-  nowait: false,
-  skipLocked: false,
-  ...extra,
+  admin = space.admin;
+  b1 = space.backends[0] as Backend;
+  b2 = space.backends[1] as Backend;
 });
 
 const incr = (m: string, key: string, by = 1): DocWrite => ({

@@ -47,6 +47,9 @@ describe('README examples', () => {
       const file = join(tmp, `example-${i}.ts`);
       const src = code
         .replaceAll("from 'lockstep/redis'", `from '${join(root, 'src/backends/redis/index.ts')}'`)
+        // (a worker's own `import('lockstep/threads')` resolves through the package's exports
+        // to the build that `npm test` makes first)
+        .replaceAll("from 'lockstep/threads'", `from '${join(root, 'src/threads/index.ts')}'`)
         .replaceAll(
           "from 'lockstep/postgres'",
           `from '${join(root, 'src/backends/postgres/index.ts')}'`,

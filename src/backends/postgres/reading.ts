@@ -6,7 +6,10 @@ import { checkKey, checkModelName } from '../../store/keys.js';
 import type { PgContext } from './context.js';
 import { classify } from './errors.js';
 import { docId, parseRow, RAW, type Raw, type Row, storedDoc } from './rows.js';
-import { COLUMNS, sqlState } from './sql.js';
+import { COLUMNS, isConnectionLoss, sqlState } from './sql.js';
+
+/** How many times a read is sent when its connection turns out to be dead. */
+const READ_ATTEMPTS = 3;
 
 /** Fresh snapshots, one per ref (undefined where missing). One round trip. */
 export async function read(
@@ -54,7 +57,17 @@ export async function read(
     }
   };
   try {
-    await readModels(models);
+    // A read has no effect, so one that met a dead pooled connection (reset while idle: the pool
+    // learns it only when it writes to the socket) is simply sent again on another, a few times:
+    // after a network blip, several idle connections may be dead.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await readModels(models);
+        break;
+      } catch (err) {
+        if (!isConnectionLoss(err) || attempt >= READ_ATTEMPTS) throw err;
+      }
+    }
   } catch (err) {
     if (sqlState(err) !== '42P01' && sqlState(err) !== '3F000') {
       throw classify(err, 'reading');

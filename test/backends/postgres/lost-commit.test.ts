@@ -321,3 +321,16 @@ describe('postgres: a bounded write whose bound passes after the server ran it',
     expect(doc?.data.mine).toBe(true);
   });
 });
+
+describe('postgres: a read on a pooled connection that was reset while idle', () => {
+  it('is sent again on another connection (a read has no effect), and answers', async () => {
+    const key = 'idle-reset';
+    await direct.write([{ kind: 'put', model, key, data: { v: 1, mine: false } }]);
+    // The pool now keeps idle connections through the proxy: a network reset kills them all
+    // while nobody uses them, and the pool finds out only when it writes to one.
+    await Promise.all([0, 1].map(() => viaProxy.read([{ model, key }])));
+    proxy.resetAll();
+    const [doc] = await viaProxy.read([{ model, key }]);
+    expect(doc?.data.v).toBe(1);
+  });
+});

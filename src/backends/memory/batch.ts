@@ -18,6 +18,7 @@ import type {
   StoredDoc,
   WriteResult,
 } from '../../store/backend.js';
+import { docName } from '../../store/names.js';
 import {
   copyData,
   type Documents,
@@ -77,11 +78,6 @@ export function refuse(
   return issues
     ? { applied: false, reason, index, detail, issues }
     : { applied: false, reason, index, detail };
-}
-
-/** How a refusal names a document: `counter "c1"`. */
-export function what(model: string, key: string): string {
-  return `${model} ${JSON.stringify(key)}`;
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -198,10 +194,10 @@ function applyWrite(
     case 'create':
     case 'put': {
       if (w.kind === 'create' && s.exists)
-        return refuse(i, 'exists', `${what(w.model, w.key)} already exists`);
+        return refuse(i, 'exists', `${docName(w.model, w.key)} already exists`);
       const data = copyData(w.data, 'data');
       if (typeof data === 'string')
-        return refuse(i, 'invalid', `${w.kind} ${what(w.model, w.key)}: ${data}`);
+        return refuse(i, 'invalid', `${w.kind} ${docName(w.model, w.key)}: ${data}`);
       if (s.exists) {
         s.version += 1;
       } else {
@@ -221,7 +217,7 @@ function applyWrite(
       const expect = w.expectVersion;
       if (!s.exists) {
         if (expect !== undefined)
-          return refuse(i, 'missing', `${what(w.model, w.key)} does not exist`);
+          return refuse(i, 'missing', `${docName(w.model, w.key)} does not exist`);
         plan.docs[i] = undefined;
         plan.results[i] = [false];
         return undefined;
@@ -230,7 +226,7 @@ function applyWrite(
         return refuse(
           i,
           'version',
-          `${what(w.model, w.key)} is at version ${s.version}, not ${expect}`,
+          `${docName(w.model, w.key)} is at version ${s.version}, not ${expect}`,
         );
       }
       s.exists = false;
@@ -242,19 +238,19 @@ function applyWrite(
       return undefined;
     }
     case 'patch': {
-      if (!s.exists) return refuse(i, 'missing', `${what(w.model, w.key)} does not exist`);
+      if (!s.exists) return refuse(i, 'missing', `${docName(w.model, w.key)} does not exist`);
       if (w.expectVersion !== undefined && w.expectVersion !== s.version) {
         return refuse(
           i,
           'version',
-          `${what(w.model, w.key)} is at version ${s.version}, not ${w.expectVersion}`,
+          `${docName(w.model, w.key)} is at version ${s.version}, not ${w.expectVersion}`,
         );
       }
       if (w.expectIncarnation !== undefined && w.expectIncarnation !== s.incarnation) {
         return refuse(
           i,
           'version',
-          `${what(w.model, w.key)} was deleted and created again since it was read`,
+          `${docName(w.model, w.key)} was deleted and created again since it was read`,
         );
       }
       const guards = w.guards;
@@ -266,14 +262,14 @@ function applyWrite(
             reason: 'guard',
             index: i,
             guard: failed,
-            detail: `${what(w.model, w.key)}: guard #${failed} (${describeGuard(guards[failed] as (typeof guards)[number])}) is false`,
+            detail: `${docName(w.model, w.key)}: guard #${failed} (${describeGuard(guards[failed] as (typeof guards)[number])}) is false`,
           };
         }
       }
       const since = w.fieldsUnchangedSince;
       if (since !== undefined) {
         const c = conflict(w, s, since, ctx);
-        if (c) return refuse(i, 'conflict', `${what(w.model, w.key)}: ${c}`);
+        if (c) return refuse(i, 'conflict', `${docName(w.model, w.key)}: ${c}`);
       }
       if (w.ops.length === 0) {
         // No ops: nothing is written (no version bump, no post-check); the guards decided.
@@ -282,7 +278,7 @@ function applyWrite(
         return undefined;
       }
       const r = applyOps(s.data, w.ops);
-      if (!r.ok) return refuse(i, 'invalid', `${what(w.model, w.key)}: ${r.detail}`);
+      if (!r.ok) return refuse(i, 'invalid', `${docName(w.model, w.key)}: ${r.detail}`);
       s.version += 1;
       s.data = r.data;
       if (s.patches === undefined) s.patches = [w.ops, s.version];
@@ -302,7 +298,7 @@ function applyWrite(
           return refuse(
             i,
             'invalid',
-            `the post-image of ${what(w.model, w.key)} fails the schema`,
+            `the post-image of ${docName(w.model, w.key)} fails the schema`,
             out,
           );
         }

@@ -11,6 +11,7 @@
  */
 import { LeaseLostError, LockBusyError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
+import { lockName } from '../../store/names.js';
 import { LockTable } from '../../sync/lock-table.js';
 import type { Permit } from '../../sync/permit.js';
 import { type CommitContext, type Refusal, refuse } from './batch.js';
@@ -32,11 +33,6 @@ interface LeaseHost {
   readonly gate: WriteGate;
   /** +1 when an expiry timer starts, -1 when it stops. */
   timer(delta: 1 | -1): void;
-}
-
-function lockName(model: string, keys: readonly string[], action: string): string {
-  const k = keys.map((x) => JSON.stringify(x)).join(', ');
-  return `${model} ${k}${action === 'default' ? '' : ` (action ${JSON.stringify(action)})`}`;
 }
 
 /**

@@ -11,15 +11,8 @@
  * ```
  */
 import type { DocWrite, WriteResult } from '../../store/backend.js';
-import {
-  type CommitContext,
-  evaluate,
-  install,
-  type Plan,
-  refuse,
-  unchanged,
-  what,
-} from './batch.js';
+import { docName } from '../../store/names.js';
+import { type CommitContext, evaluate, install, type Plan, refuse, unchanged } from './batch.js';
 import { closedError } from './closed.js';
 import type { Documents } from './documents.js';
 
@@ -120,7 +113,7 @@ export class Writer {
             return refuse(
               index,
               'invalid',
-              `the post-image of ${what(w.model, w.key)} fails the schema`,
+              `the post-image of ${docName(w.model, w.key)} fails the schema`,
               issues,
             );
           }

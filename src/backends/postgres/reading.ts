@@ -2,7 +2,6 @@
  * Reading: fresh snapshots of documents, one round trip (a missing table holds nothing).
  */
 import type { DocRef, StoredDoc } from '../../store/backend.js';
-import { checkKey, checkModelName } from '../../store/keys.js';
 import type { PgContext } from './context.js';
 import { classify } from './errors.js';
 import { docId, parseRow, RAW, type Raw, type Row, storedDoc } from './rows.js';
@@ -17,10 +16,7 @@ export async function read(
   refs: readonly DocRef[],
 ): Promise<Array<StoredDoc | undefined>> {
   ctx.checkOpen();
-  for (const r of refs) {
-    checkModelName(r.model);
-    checkKey(r.key);
-  }
+  // Names and keys were checked by the store's boundary (src/store/checks.ts).
   if (refs.length === 0) return [];
   const byModel = new Map<string, string[]>();
   for (const r of refs) {

@@ -2,16 +2,8 @@
 import type { CustomTypesConfig, QueryResult } from 'pg';
 import type { Data, StoredDoc } from '../../store/backend.js';
 
-/**
- * The action name `Model.lock` uses when none is given; its exclusive leases also lock their
- * rows, so plain writers wait for the holder.
- *
- * @example
- * ```ts
- * await Account.lock('ann', fn, { action: DEFAULT_ACTION }); // same as no action
- * ```
- */
-export const DEFAULT_ACTION = 'default';
+// The default action and lock names are the store's, the same on every backend.
+export { DEFAULT_ACTION, lockName } from '../../store/names.js';
 
 /** Every column comes back as raw text; we parse it ourselves (immune to custom type parsers). */
 export const RAW = { getTypeParser: () => (v: string) => v } as unknown as CustomTypesConfig;
@@ -57,11 +49,6 @@ export function resultsOf(r: QueryResult | QueryResult[]): QueryResult[] {
 
 export function docId(model: string, key: string): string {
   return `${model}\u0000${key}`;
-}
-
-export function lockName(model: string, keys: readonly string[], action: string): string {
-  const k = keys.map((x) => JSON.stringify(x)).join(', ');
-  return `${model} ${k}${action === DEFAULT_ACTION ? '' : ` (action ${JSON.stringify(action)})`}`;
 }
 
 /** Code-point order of strings (the "C" collation), so JS and SQL agree on the lock order. */

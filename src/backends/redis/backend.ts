@@ -16,6 +16,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
+import { lockName } from '../../store/names.js';
 import { InflightCalls } from './calls.js';
 import { openClient, serverIdentity } from './client.js';
 import { GroupCommit } from './group.js';
@@ -288,8 +289,7 @@ export class RedisBackend implements Backend {
     const owner = nextId(this.#instance);
     const leaseMs = Math.ceil(r.leaseMs);
     // For error messages only: built when one is thrown.
-    const lockName = () =>
-      `${r.model} ${r.keys.map((k) => JSON.stringify(k)).join(', ')} (${r.action})`;
+    const name = () => lockName(r.model, r.keys, r.action);
     // When the last attempt was sent: a lease it was granted by started on the server after this
     // moment, so its expiry is no earlier than this + leaseMs (see RedisLease's `grantedAt`).
     let sentAt = 0;
@@ -308,7 +308,7 @@ export class RedisBackend implements Backend {
         keys5,
         docKeys: docs,
         request: r,
-        lockName,
+        lockName: name,
         incarnations: incarnationsOf(r.keys, g.docs),
         docs: g.docs.map((w, i) => {
           if (w) this.#writes.remember(docs[i] as DocKeys, w, -1);
@@ -331,7 +331,7 @@ export class RedisBackend implements Backend {
       });
       if (g.ok === 1) return make(g, sentAt);
       if (r.skipLocked) return undefined;
-      throw new LockBusyError(lockName());
+      throw new LockBusyError(name());
     }
 
     const subscribing = this.#wakeups.subscribe();
@@ -371,7 +371,7 @@ export class RedisBackend implements Backend {
       r.timeoutMs === undefined
         ? undefined
         : setTimeout(
-            () => cancel(new LockTimeoutError(lockName(), performance.now() - started)),
+            () => cancel(new LockTimeoutError(name(), performance.now() - started)),
             r.timeoutMs,
           );
     let queued = false;

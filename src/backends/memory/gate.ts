@@ -16,8 +16,10 @@
  * const out = gate.mustWait(writes) ? gate.pass(writes, options, () => writer.write(writes)) : writer.write(writes);
  * ```
  */
+
 import { LockTimeoutError } from '../../errors.js';
 import type { DocWrite, WriteOptions, WriteResult } from '../../store/backend.js';
+import { DEFAULT_ACTION, docName } from '../../store/names.js';
 import type { LockTable } from '../../sync/lock-table.js';
 import type { Permit } from '../../sync/permit.js';
 
@@ -90,7 +92,7 @@ export class WriteGate {
       try {
         permit = await this.#locks.acquire(ids, {
           mode: 'shared',
-          action: 'default',
+          action: DEFAULT_ACTION,
           timeoutMs: options?.timeoutMs,
           signal: options?.signal,
         });
@@ -113,5 +115,5 @@ export class WriteGate {
 
 /** How an error names a batch's documents: `counter "c1", counter "c2"`. */
 function describe(writes: readonly DocWrite[]): string {
-  return writes.map((w) => `${w.model} ${JSON.stringify(w.key)}`).join(', ');
+  return writes.map((w) => docName(w.model, w.key)).join(', ');
 }

@@ -11,7 +11,7 @@
  */
 import { LeaseLostError, LockBusyError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
-import { lockName } from '../../store/names.js';
+import { DEFAULT_ACTION, lockName } from '../../store/names.js';
 import { LockTable } from '../../sync/lock-table.js';
 import type { Permit } from '../../sync/permit.js';
 import { type CommitContext, type Refusal, refuse } from './batch.js';
@@ -121,7 +121,7 @@ export class Leases {
       incarnations[i] = e?.incarnation;
     }
     // In the same synchronous step as the read: a plain write issued from now on waits for it.
-    const gates = req.mode === 'exclusive' && action === 'default';
+    const gates = req.mode === 'exclusive' && action === DEFAULT_ACTION;
     if (gates) {
       if (typeof ids === 'string') this.gate.hold(ids);
       else for (const id of ids) this.gate.hold(id);

@@ -16,7 +16,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
-import { lockName } from '../../store/names.js';
+import { DEFAULT_ACTION, lockName } from '../../store/names.js';
 import { InflightCalls } from './calls.js';
 import { openClient, serverIdentity } from './client.js';
 import { GroupCommit } from './group.js';
@@ -238,7 +238,7 @@ export class RedisBackend implements Backend {
       waiterTtlMs: WAITER_TTL_MS,
       leave: (wid, docs) => {
         const keys5 = docs.flatMap((k) => {
-          const l = this.#layout.lease(k, 'default');
+          const l = this.#layout.lease(k, DEFAULT_ACTION);
           return [l.lease, l.queue, l.queueInfo, k.doc, k.fence];
         });
         return this.#script('leave', keys5, [wid, wid], true).then(() => undefined);

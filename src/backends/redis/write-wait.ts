@@ -11,6 +11,7 @@
  */
 import { BackendError, LockTimeoutError } from '../../errors.js';
 import type { DocRef, WriteOptions } from '../../store/backend.js';
+import { DEFAULT_ACTION, lockName } from '../../store/names.js';
 import type { DocKeys } from './keys.js';
 import type { Wakeups } from './wakeups.js';
 import { nextId } from './wire.js';
@@ -147,7 +148,7 @@ export class WriteWait implements LockWait {
         const ref = this.#refs[this.#lockedDoc] ?? this.#refs[0];
         this.#cancel(
           new LockTimeoutError(
-            `${ref?.model} ${JSON.stringify(ref?.key)} (default)`,
+            lockName(ref?.model ?? '?', [ref?.key ?? '?'], DEFAULT_ACTION),
             performance.now() - this.#started,
           ),
         );

@@ -59,6 +59,8 @@ export class Bounded implements Backend {
   readonly namespace: string;
   readonly supports: BackendCapabilities;
   readonly #track: boolean;
+  /** Tracked leases not yet committed or released: `close()` takes them out of the graph. */
+  readonly #tracked = new Set<BoundLease>();
 
   /** @internal use {@link bounded}. */
   constructor(inner: Backend) {
@@ -89,7 +91,14 @@ export class Bounded implements Backend {
     } catch (err) {
       return Promise.reject(err);
     }
-    const p = options === undefined ? this.inner.write(writes) : this.inner.write(writes, options);
+    let p: Promise<WriteResult>;
+    try {
+      p = options === undefined ? this.inner.write(writes) : this.inner.write(writes, options);
+    } catch (err) {
+      // A backend that throws instead of rejecting must not leave the wait in the graph.
+      tracked?.abandoned();
+      return Promise.reject(err);
+    }
     if (tracked === undefined) return p;
     const t = tracked;
     return p.finally(() => t.abandoned());
@@ -124,9 +133,16 @@ export class Bounded implements Backend {
     }
     // Not `async`, and one `then`: every promise of a lock costs twice with async context
     // tracking on (the deadlock detector's AsyncLocalStorage).
-    const p = this.inner.acquire(request);
+    let p: Promise<Lease | undefined>;
+    try {
+      p = this.inner.acquire(request);
+    } catch (err) {
+      tracked?.abandoned();
+      return Promise.reject(err);
+    }
     if (tracked === undefined) return p.then((lease) => lease && new BoundLease(lease, request));
     const t = tracked;
+    const live = this.#tracked;
     return p.then(
       (lease) => {
         if (!lease) {
@@ -134,7 +150,9 @@ export class Bounded implements Backend {
           return undefined;
         }
         t.granted(() => lease.lost);
-        return new BoundLease(lease, request, t);
+        const bound = new BoundLease(lease, request, t, live);
+        live.add(bound);
+        return bound;
       },
       (err: unknown) => {
         t.abandoned();
@@ -143,8 +161,16 @@ export class Bounded implements Backend {
     );
   }
 
-  close(): Promise<void> {
-    return this.inner.close();
+  /**
+   * Closes the backend; leases still open (the backend ends them) leave the wait-for graph, so
+   * nothing of this store stays tracked.
+   */
+  async close(): Promise<void> {
+    try {
+      await this.inner.close();
+    } finally {
+      for (const lease of [...this.#tracked]) lease.untrack();
+    }
   }
 }
 
@@ -153,16 +179,18 @@ class BoundLease implements Lease {
   readonly #inner: Lease;
   readonly #request: LeaseRequest;
   #tracked: TrackedLease | undefined;
+  readonly #live: Set<BoundLease> | undefined;
 
   /**
    * A lost lease no longer holds its keys, so a cycle through it is not one (its waiter gets in):
    * the graph asks `lease.lost` while it looks for a cycle (see `granted`), which costs nothing
    * per lock, where listening to `lease.signal` would make an AbortSignal for every lease.
    */
-  constructor(inner: Lease, request: LeaseRequest, tracked?: TrackedLease) {
+  constructor(inner: Lease, request: LeaseRequest, tracked?: TrackedLease, live?: Set<BoundLease>) {
     this.#inner = inner;
     this.#request = request;
     this.#tracked = tracked;
+    this.#live = live;
   }
 
   get docs(): ReadonlyArray<StoredDoc | undefined> {
@@ -178,10 +206,12 @@ class BoundLease implements Lease {
     return this.#inner.signal;
   }
 
-  #untrack(): void {
+  /** @internal leaves the wait-for graph (commit, release, or the backend's close). Idempotent. */
+  untrack(): void {
     const t = this.#tracked;
     if (t === undefined) return;
     this.#tracked = undefined;
+    this.#live?.delete(this);
     t.released();
   }
 
@@ -205,11 +235,11 @@ class BoundLease implements Lease {
     if (this.#tracked === undefined) return this.#inner.commit(writes);
     return this.#inner.commit(writes).then(
       (r) => {
-        this.#untrack();
+        this.untrack();
         return r;
       },
       (err: unknown) => {
-        this.#untrack();
+        this.untrack();
         throw err;
       },
     );
@@ -219,11 +249,11 @@ class BoundLease implements Lease {
     if (this.#tracked === undefined) return this.#inner.release();
     return this.#inner.release().then(
       (held) => {
-        this.#untrack();
+        this.untrack();
         return held;
       },
       (err: unknown) => {
-        this.#untrack();
+        this.untrack();
         throw err;
       },
     );

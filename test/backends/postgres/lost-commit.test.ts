@@ -11,7 +11,12 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PostgresBackend, postgres } from '../../../src/backends/postgres/index.js';
-import type { DocWrite, LeaseRequest, WriteResult } from '../../../src/store/backend.js';
+import type {
+  DocWrite,
+  LeaseRequest,
+  PatchWrite,
+  WriteResult,
+} from '../../../src/store/backend.js';
 import { startProxy, type TcpProxy } from '../../support/tcp-proxy.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
@@ -140,38 +145,26 @@ async function check(
   expect(seen).toEqual({ applied: 0, refused: 0, unknown: 0, [expected]: runs });
 }
 
+/** A commit of one document that sets `mine`, with `extra` fields on the patch. */
+const setMine =
+  (extra: Partial<PatchWrite> = {}) =>
+  (keys: readonly string[]): DocWrite[] => [
+    {
+      kind: 'patch',
+      model,
+      key: keys[0] as string,
+      ops: [{ op: 'set', field: 'mine', value: true }],
+      ...extra,
+    },
+  ];
+
 describe('postgres: a lease commit whose reply is lost after COMMIT ran', () => {
   it('one set patch (the single-statement path), 30 runs', async () => {
-    await check(
-      30,
-      1,
-      (keys) => [
-        {
-          kind: 'patch',
-          model,
-          key: keys[0] as string,
-          ops: [{ op: 'set', field: 'mine', value: true }],
-        },
-      ],
-      (docs) => docs[0]?.mine === true,
-    );
+    await check(30, 1, setMine(), (docs) => docs[0]?.mine === true);
   }, 120_000);
 
   it('one checked set patch (the checked-snapshot path), 10 runs', async () => {
-    await check(
-      10,
-      1,
-      (keys) => [
-        {
-          kind: 'patch',
-          model,
-          key: keys[0] as string,
-          ops: [{ op: 'set', field: 'mine', value: true }],
-          check: () => undefined,
-        },
-      ],
-      (docs) => docs[0]?.mine === true,
-    );
+    await check(10, 1, setMine({ check: () => undefined }), (docs) => docs[0]?.mine === true);
   }, 60_000);
 
   it('set patches of two documents (the multi-document path), 10 runs', async () => {
@@ -211,15 +204,8 @@ describe('postgres: a lease commit whose reply is lost after COMMIT ran', () => 
     await check(
       10,
       1,
-      (keys) => [
-        {
-          kind: 'patch',
-          model,
-          key: keys[0] as string,
-          ops: [{ op: 'set', field: 'mine', value: true }],
-          expectIncarnation: '0', // never assigned: sequences start at 1
-        },
-      ],
+      // expectIncarnation '0' is never assigned: incarnations start at 1
+      setMine({ expectIncarnation: '0' }),
       (docs) => docs[0]?.mine === true,
       'refused',
     );
@@ -229,16 +215,7 @@ describe('postgres: a lease commit whose reply is lost after COMMIT ran', () => 
     await check(
       10,
       1,
-      (keys) => [
-        {
-          kind: 'patch',
-          model,
-          key: keys[0] as string,
-          ops: [{ op: 'set', field: 'mine', value: true }],
-          expectIncarnation: '0', // never assigned: sequences start at 1
-          check: () => undefined,
-        },
-      ],
+      setMine({ expectIncarnation: '0', check: () => undefined }),
       (docs) => docs[0]?.mine === true,
       'refused',
     );

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { LeaseLostError } from '../api.js';
 import type { Ctx } from '../harness.js';
-import { noHang, rejectsWith, sleep } from '../harness.js';
+import { deferred, noHang, rejectsWith, sleep } from '../harness.js';
 
 const doc = z.object({ n: z.number().int() });
 
@@ -77,6 +77,34 @@ export function lockContextSection(ctx: Ctx): void {
       );
       // a holder whose lease held returns its result
       expect(await M[1].lock('k', () => 'ok')).toBe('ok');
+    });
+
+    it('a read-only holder whose key another client took after its lease expired gets LeaseLostError', async () => {
+      const M = both('ctx_taken');
+      await M[0].create('k', { n: 0 });
+      const inside = deferred();
+      const resume = deferred();
+      const stale = M[0].lock(
+        'k',
+        async (d) => {
+          inside.resolve();
+          await resume.promise;
+          return d.n; // decided on what it read, writes nothing
+        },
+        { leaseMs: 150, renew: false },
+      );
+      stale.catch(() => {});
+      await inside.promise;
+      // the other client waits for the key, gets it once the stale lease expired, and writes
+      await noHang(
+        M[1].lock('k', (d) => {
+          d.n = 1;
+        }),
+        'the next holder',
+      );
+      resume.resolve();
+      await rejectsWith(noHang(stale, 'the stale holder'), LeaseLostError, 'LEASE_LOST');
+      expect((await M[1].get('k')).data.n).toBe(1);
     });
 
     it('a renewing holder keeps its signal quiet past leaseMs and returns normally', async () => {

@@ -14,21 +14,12 @@ import type {
   LeaseRequest,
 } from '../../../src/store/backend.js';
 import { bounded } from '../../../src/store/boundary.js';
+import { leaseRequest } from '../../support/lease-request.js';
 
 const M = 'gate';
 
 function req(keys: string[], extra: Partial<LeaseRequest> = {}): LeaseRequest {
-  return {
-    model: M,
-    keys,
-    action: 'default',
-    mode: 'exclusive',
-    leaseMs: 30_000,
-    renew: true,
-    nowait: false,
-    skipLocked: false,
-    ...extra,
-  };
+  return leaseRequest(M, keys, extra);
 }
 const append = (key: string, value: string): DocWrite => ({
   kind: 'patch',

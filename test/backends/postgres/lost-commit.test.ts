@@ -17,6 +17,7 @@ import type {
   PatchWrite,
   WriteResult,
 } from '../../../src/store/backend.js';
+import { leaseRequest } from '../../support/lease-request.js';
 import { startProxy, type TcpProxy } from '../../support/tcp-proxy.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
@@ -49,16 +50,7 @@ afterAll(async () => {
 });
 
 function request(keys: string[]): LeaseRequest {
-  return {
-    model,
-    keys: [...keys].sort(),
-    action: 'default',
-    mode: 'exclusive',
-    leaseMs: 10_000,
-    renew: true,
-    nowait: false,
-    skipLocked: false,
-  };
+  return leaseRequest(model, [...keys].sort(), { leaseMs: 10_000 });
 }
 
 /** Waits until a session of this schema waits for a lock (the second holder is queued). */

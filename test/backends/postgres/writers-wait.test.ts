@@ -12,6 +12,7 @@ import { type PostgresBackend, postgres } from '../../../src/backends/postgres/i
 import { ConflictError, LeaseLostError, LockTimeoutError } from '../../../src/errors.js';
 import type { LeaseRequest } from '../../../src/store/backend.js';
 import { createStore } from '../../../src/store/index.js';
+import { leaseRequest } from '../../support/lease-request.js';
 import { type PostgresServer, startPostgres } from '../../support/servers.js';
 
 // A PostgreSQL of this file's own: one test ends a lease's session (pg_terminate_backend).
@@ -41,17 +42,8 @@ afterAll(async () => {
   await server.stop();
 });
 
-const lease = (keys: string[], extra: Partial<LeaseRequest> = {}): LeaseRequest => ({
-  model: 'w',
-  keys,
-  action: 'default',
-  mode: 'exclusive',
-  leaseMs: 10_000,
-  renew: true,
-  nowait: false,
-  skipLocked: false,
-  ...extra,
-});
+const lease = (keys: string[], extra: Partial<LeaseRequest> = {}): LeaseRequest =>
+  leaseRequest('w', keys, { leaseMs: 10_000, ...extra });
 
 const incr = (key: string) => [
   { kind: 'patch' as const, model: 'w', key, ops: [{ op: 'incr' as const, field: 'n', by: 1 }] },

@@ -14,6 +14,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { redis } from '../../../src/backends/redis/index.js';
 import { KeyLayout } from '../../../src/backends/redis/keys.js';
 import type { Backend, LeaseRequest } from '../../../src/store/backend.js';
+import { leaseRequest } from '../../support/lease-request.js';
 import { dropPrefix } from './drop-prefix.js';
 
 /** What {@link prefixedSpace} gives a test file (the clients exist once `beforeAll` ran). */
@@ -62,15 +63,5 @@ export function oneKeyLease(
   key: string,
   extra: Partial<LeaseRequest> = {},
 ): LeaseRequest {
-  return {
-    model: m,
-    keys: [key],
-    action: 'default',
-    mode: 'exclusive',
-    leaseMs: 10_000,
-    renew: true,
-    nowait: false,
-    skipLocked: false,
-    ...extra,
-  };
+  return leaseRequest(m, [key], { leaseMs: 10_000, ...extra });
 }

@@ -8,6 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { leaseRequest } from '../../support/lease-request.js';
 import type { Backend, DocWrite, Guard, Lease, LeaseRequest, WriteResult } from '../api.js';
 import {
   ConflictError,
@@ -41,21 +42,7 @@ export function boundarySection(ctx: Ctx): void {
     return [ctx.client(0).model(name, counter), ctx.client(1).model(name, counter)] as const;
   };
   const b = (i: number): Backend => ctx.backend(i);
-  const request = (
-    model: string,
-    keys: string[],
-    extra: Partial<LeaseRequest> = {},
-  ): LeaseRequest => ({
-    model,
-    keys,
-    action: 'default',
-    mode: 'exclusive',
-    leaseMs: 30_000,
-    renew: true,
-    nowait: false,
-    skipLocked: false,
-    ...extra,
-  });
+  const request = leaseRequest;
   const acquire = async (i: number, r: LeaseRequest): Promise<Lease> => {
     const lease = await noHang(b(i).acquire(r), 'acquire');
     if (!lease) throw new Error('expected a lease');

@@ -276,12 +276,17 @@ export abstract class Pending<T> extends Waiter {
  * `tryAcquire()+release()` costs next to nothing.
  * @internal
  */
+/** Where a permit's units go back: the in-process {@link WaitQueue}, or a shared-memory queue. */
+export interface UnitHome {
+  give(units: number): void;
+}
+
 export class UnitPermit implements Permit {
   private released = false;
-  private readonly home: WaitQueue;
+  private readonly home: UnitHome;
   private readonly weight: number;
 
-  constructor(home: WaitQueue, weight: number) {
+  constructor(home: UnitHome, weight: number) {
     this.home = home;
     this.weight = weight;
   }

@@ -13,9 +13,10 @@
  */
 import type { Worker } from 'node:worker_threads';
 import type { AcquireOptions, Permit } from '../sync/permit.js';
+import { UnitPermit } from '../sync/permit.js';
 import { checkCount, describeValue, invalid, nameOption } from './options.js';
 import { KIND_MUTEX, SharedQueue } from './shared-queue.js';
-import { acquireShared, acquireSharedSync, runShared, SharedPermit } from './waiting.js';
+import { acquireShared, acquireSharedSync, runShared } from './waiting.js';
 import { type Reclaimed, watchWorker } from './watch.js';
 
 /**
@@ -173,7 +174,7 @@ export class Mutex {
    * ```
    */
   tryAcquire(): Permit | undefined {
-    return this.queue.tryTake(1) ? new SharedPermit(this.queue, 1) : undefined;
+    return this.queue.tryTake(1) ? new UnitPermit(this.queue, 1) : undefined;
   }
 
   /**

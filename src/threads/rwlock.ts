@@ -13,11 +13,12 @@
  */
 import type { Worker } from 'node:worker_threads';
 import type { AcquireOptions, Permit } from '../sync/permit.js';
+import { UnitPermit } from '../sync/permit.js';
 import { MAX_UNITS } from '../sync/wait-queue.js';
 import { labelOf, openHandle, ringOption } from './mutex.js';
 import { checkCount, nameOption } from './options.js';
 import { KIND_RWLOCK, SharedQueue } from './shared-queue.js';
-import { acquireShared, runShared, SharedPermit } from './waiting.js';
+import { acquireShared, runShared } from './waiting.js';
 import { type Reclaimed, watchWorker } from './watch.js';
 
 /**
@@ -148,7 +149,7 @@ export class RWLock {
    * ```
    */
   tryAcquireRead(): Permit | undefined {
-    return this.queue.tryTake(1) ? new SharedPermit(this.queue, 1) : undefined;
+    return this.queue.tryTake(1) ? new UnitPermit(this.queue, 1) : undefined;
   }
 
   /**
@@ -160,7 +161,7 @@ export class RWLock {
    * ```
    */
   tryAcquireWrite(): Permit | undefined {
-    return this.queue.tryTake(MAX_UNITS) ? new SharedPermit(this.queue, MAX_UNITS) : undefined;
+    return this.queue.tryTake(MAX_UNITS) ? new UnitPermit(this.queue, MAX_UNITS) : undefined;
   }
 
   /**

@@ -11,10 +11,11 @@
  */
 import type { Worker } from 'node:worker_threads';
 import type { AcquireOptions, Permit } from '../sync/permit.js';
+import { UnitPermit } from '../sync/permit.js';
 import { labelOf, openHandle, ringOption } from './mutex.js';
 import { checkCount, describeValue, invalid, nameOption } from './options.js';
 import { KIND_SEMAPHORE, SharedQueue } from './shared-queue.js';
-import { acquireShared, runShared, SharedPermit } from './waiting.js';
+import { acquireShared, runShared } from './waiting.js';
 import { type Reclaimed, watchWorker } from './watch.js';
 
 /** Largest capacity (units are counted in a 32-bit word). */
@@ -154,7 +155,7 @@ export class Semaphore {
    */
   tryAcquire(weight = 1): Permit | undefined {
     if (weight !== 1) this.checkWeight(weight, 'Semaphore.tryAcquire');
-    return this.queue.tryTake(weight) ? new SharedPermit(this.queue, weight) : undefined;
+    return this.queue.tryTake(weight) ? new UnitPermit(this.queue, weight) : undefined;
   }
 
   /**

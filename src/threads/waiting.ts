@@ -22,7 +22,7 @@
  * ```
  */
 import { LockTimeoutError } from '../errors.js';
-import type { AcquireOptions, Permit } from '../sync/permit.js';
+import { type AcquireOptions, type Permit, UnitPermit } from '../sync/permit.js';
 import { checkFunction, invalid, parseOptions } from './options.js';
 import { FULL, SharedQueue, TAKEN } from './shared-queue.js';
 
@@ -74,37 +74,6 @@ function letGo(): void {
 /** Live waiters of this thread (for tests). @internal */
 export function liveWaiters(): number {
   return alive;
-}
-
-/**
- * Proof of holding units of a shared primitive. `release()` is idempotent; `using` releases it at
- * the end of the block.
- * @internal
- */
-export class SharedPermit implements Permit {
-  private released = false;
-  private readonly queue: SharedQueue;
-  private readonly units: number;
-
-  constructor(queue: SharedQueue, units: number) {
-    this.queue = queue;
-    this.units = units;
-  }
-
-  /** True until released. */
-  get held(): boolean {
-    return !this.released;
-  }
-
-  release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.queue.give(this.units);
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
-  }
 }
 
 const PENDING = 0;
@@ -188,7 +157,7 @@ class Waiter {
 
   grant(): void {
     this.settle();
-    this.resolve(new SharedPermit(this.queue, this.units));
+    this.resolve(new UnitPermit(this.queue, this.units));
   }
 
   giveUp(reason: unknown): void {
@@ -231,7 +200,7 @@ export function acquireShared(
     }
     if (signal?.aborted) return Promise.reject(signal.reason);
   }
-  if (queue.tryTake(units)) return Promise.resolve(new SharedPermit(queue, units));
+  if (queue.tryTake(units)) return Promise.resolve(new UnitPermit(queue, units));
   if (timeoutMs === 0) return Promise.reject(new LockTimeoutError(label, 0));
   const w = new Waiter(queue, units, label, timeoutMs);
   const p = new Promise<Permit>((resolve, reject) => {
@@ -272,13 +241,13 @@ export function acquireSharedSync(
     }
     timeoutMs = parsed.timeoutMs;
   }
-  if (queue.tryTake(units)) return new SharedPermit(queue, units);
+  if (queue.tryTake(units)) return new UnitPermit(queue, units);
   if (timeoutMs === 0) throw new LockTimeoutError(label, 0);
   const started = performance.now();
   const deadline = timeoutMs === undefined ? Infinity : started + timeoutMs;
   for (;;) {
     const r = queue.enqueue(units);
-    if (r === TAKEN) return new SharedPermit(queue, units);
+    if (r === TAKEN) return new UnitPermit(queue, units);
     if (r !== FULL) break;
     if (performance.now() >= deadline) {
       throw new LockTimeoutError(label, performance.now() - started);
@@ -289,10 +258,10 @@ export function acquireSharedSync(
   const slot = queue.slotOf(ticket);
   const word = SharedQueue.waitingWord();
   for (;;) {
-    if (queue.served(ticket)) return new SharedPermit(queue, units);
+    if (queue.served(ticket)) return new UnitPermit(queue, units);
     const left = deadline - performance.now();
     if (left <= 0) {
-      if (!queue.abandon(ticket)) return new SharedPermit(queue, units);
+      if (!queue.abandon(ticket)) return new UnitPermit(queue, units);
       throw new LockTimeoutError(label, Math.max(timeoutMs ?? 0, performance.now() - started));
     }
     Atomics.wait(queue.a, slot, word, Math.min(left, RECHECK_MS));

@@ -9,63 +9,15 @@
  * await new Mutex().acquire({ timeoutMs: -1 }); // rejects: ValidationError (INVALID)
  * ```
  */
-import { ValidationError } from '../errors.js';
+import type { ValidationError } from '../errors.js';
+import { describeValue, invalid as invalidInput } from '../sync/permit.js';
 
-/** Validated acquire options. @internal */
-export interface ParsedOptions {
-  timeoutMs: number | undefined;
-  signal: AbortSignal | undefined;
-}
+// The acquire options and the description of bad values are src/sync's: one rule for both.
+export { describeValue, type ParsedOptions, parseOptions } from '../sync/permit.js';
 
-/** setTimeout's largest delay; longer timeouts mean "no timeout". */
-const MAX_TIMER_MS = 2_147_483_647;
-
-/** A ValidationError about one input of `what`. @internal */
+/** A ValidationError about one input of `what` (as src/sync words it). @internal */
 export function invalid(what: string, message: string): ValidationError {
-  return new ValidationError(what, [{ message }]);
-}
-
-/** A short description of a bad value for error messages. @internal */
-export function describeValue(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v);
-  if (typeof v === 'number' || typeof v === 'boolean' || v == null) return String(v);
-  if (typeof v === 'function') return 'a function';
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'object' ? 'an object' : typeof v;
-}
-
-/** Checks `{ timeoutMs?, signal? }`; throws a ValidationError naming `what`. @internal */
-export function parseOptions(o: unknown, what: string): ParsedOptions {
-  if (o === null || typeof o !== 'object') {
-    throw invalid(what, `options must be an object, got ${describeValue(o)}`);
-  }
-  const { timeoutMs, signal } = o as { timeoutMs?: unknown; signal?: unknown };
-  if (timeoutMs !== undefined) {
-    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) {
-      throw invalid(
-        what,
-        `timeoutMs must be a number of milliseconds >= 0 (or Infinity to wait forever), got ${describeValue(timeoutMs)}`,
-      );
-    }
-  }
-  if (signal !== undefined) {
-    const s = signal as AbortSignal | null;
-    if (
-      s === null ||
-      typeof s !== 'object' ||
-      typeof s.addEventListener !== 'function' ||
-      typeof s.aborted !== 'boolean'
-    ) {
-      throw invalid(what, `signal must be an AbortSignal, got ${describeValue(signal)}`);
-    }
-  }
-  return {
-    timeoutMs:
-      timeoutMs === undefined || (timeoutMs as number) > MAX_TIMER_MS
-        ? undefined
-        : (timeoutMs as number),
-    signal: signal as AbortSignal | undefined,
-  };
+  return invalidInput(what, [], message);
 }
 
 /** Throws unless `n` is an integer in [1, max]. @internal */

@@ -2,13 +2,16 @@
  * The Backend contract: the only thing `src/store` knows about storage.
  *
  * Everything a model does (create, put, delete, apply, update, lock) is expressed with three
- * primitives, and every backend (memory, Redis, PostgreSQL) implements exactly these:
+ * primitives, and named locks with a fourth; every backend (memory, Redis, PostgreSQL)
+ * implements exactly these (and `permitsHeld`, for `available()`):
  *
  * 1. `read(refs)` — fresh snapshots with a version.
  * 2. `write(writes)` — ONE atomic, guarded batch of field operations over one or more documents,
  *    all-or-nothing, in one round trip where the backend allows it.
  * 3. `acquire(request)` — leases on keys (with fencing); the lease's `commit(writes)` is a
  *    `write` that is refused unless the lease still holds, and releases it.
+ * 4. `acquirePermit(request)` — leases on units of a named pool (FIFO, weighted, fenced): the
+ *    one primitive behind named mutexes, reader/writer locks and semaphores.
  *
  * A new backend implements this file and passes `test/conformance/`; nothing else changes.
  *
@@ -300,6 +303,78 @@ export interface Lease {
 }
 
 /**
+ * The kinds of named permit pools. Each kind is a namespace of its own: `mutex "x"`,
+ * `rwlock "x"`, `semaphore "x"` and every document lock on a key `"x"` are four unrelated locks.
+ */
+export type PermitKind = 'mutex' | 'rwlock' | 'semaphore';
+
+/**
+ * What a permit lease is asked for: `weight` units of the named pool `(kind, name)` of capacity
+ * `permits`, the one primitive behind `store.mutex` (permits 1, weight 1), `store.rwlock`
+ * (permits {@link RWLOCK_PERMITS}: a reader takes 1, a writer all of them) and `store.semaphore`.
+ *
+ * Semantics (identical on every backend; the conformance section `named-locks` checks them):
+ * - Never more than `permits` units held at once, by weight, across every client of the data
+ *   space; holders whose lease expired (server clock) do not count.
+ * - FIFO: a request is granted only when every request queued before it on the same pool has
+ *   been granted or has left, so a large weight is never starved by a stream of small ones (and
+ *   an rwlock is write-preferring: readers arriving behind a queued writer wait for it).
+ * - Waiters are woken without polling (a timer only for a holder's silent expiry); a waiter that
+ *   times out, is aborted or fails leaves the queue at once and wakes whoever it was blocking.
+ * - Every grant gets a fence strictly greater than every earlier grant's on that pool (kind and
+ *   name), across clients and restarts of the client, for as long as the backend keeps its data.
+ * - `permits` is part of the pool's identity while anyone holds or waits: a request naming
+ *   another `permits` for a pool in use is refused with `ValidationError` (nothing queued).
+ * - Nothing stays stored for an idle pool (no holder, no waiter) except what keeps fences
+ *   increasing, and that expires (a TTL) or is one row per pool.
+ */
+export interface PermitRequest {
+  readonly kind: PermitKind;
+  /** The pool's name: any non-empty string (the boundary checks it like a document key). */
+  readonly name: string;
+  /** The pool's capacity: a positive integer. */
+  readonly permits: number;
+  /** Units asked for: an integer in [1, permits] (the boundary refuses more at once). */
+  readonly weight: number;
+  /** The lease expires this long after it was granted or last renewed, if nobody renews it. */
+  readonly leaseMs: number;
+  /** Renew automatically until release (default true). */
+  readonly renew: boolean;
+  /** Give up after this long with LockTimeoutError, leaving the queue. undefined = forever. */
+  readonly timeoutMs?: number;
+  /** Abort waiting: reject with `signal.reason`, leaving the queue. */
+  readonly signal?: AbortSignal;
+  /** Do not wait: resolve undefined unless the units can be granted at once (nobody queued before). */
+  readonly nowait: boolean;
+}
+
+/** The capacity of an rwlock's pool: a reader holds 1 unit, a writer all of them. */
+export const RWLOCK_PERMITS = 1_073_741_824;
+
+/** A held permit lease: `weight` units of one pool. */
+export interface PermitLease {
+  /** Strictly increasing per pool across every grant (see {@link PermitRequest}). */
+  readonly fence: number;
+  /**
+   * True once the backend knows the lease is lost: it expired (a failed renewal, or `renew:
+   * false` past its deadline), or the connection/session that held it is gone.
+   */
+  readonly lost: boolean;
+  /** Aborted (reason: a `LeaseLostError`) the moment the lease is known lost; never by release. */
+  readonly signal: AbortSignal;
+  /**
+   * Push the expiry to `ms` (default the request's `leaseMs`) from now, server clock. Rejects
+   * with `LeaseLostError` when the lease was already lost (and marks it lost).
+   */
+  extend(ms?: number): Promise<void>;
+  /**
+   * Give the units back and wake the waiters they admit. Idempotent; never throws for a lost
+   * lease. Resolves `true` when the lease still held at release, `false` when it had been lost.
+   */
+  release(): Promise<boolean>;
+}
+
+/**
  * What a backend declares about itself; the store, the conformance suite and the lab read this
  * instead of guessing from the backend's name.
  */
@@ -346,6 +421,17 @@ export interface Backend {
    * BackendError.
    */
   acquire(request: LeaseRequest): Promise<Lease | undefined>;
+  /**
+   * Take `weight` units of a named pool (FIFO, woken without polling; see {@link PermitRequest}).
+   * Resolves undefined only with `nowait`. Rejects with LockTimeoutError, signal.reason,
+   * ValidationError (a `permits` that differs from the pool's in use) or BackendError.
+   */
+  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined>;
+  /**
+   * Units of the pool `(kind, name)` held right now by live (unexpired, server clock) leases;
+   * 0 for a pool nobody holds.
+   */
+  permitsHeld(kind: PermitKind, name: string): Promise<number>;
   /** Release every resource the backend opened (never a client or pool the user passed in). */
   close(): Promise<void>;
 }

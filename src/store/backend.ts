@@ -423,15 +423,16 @@ export interface Backend {
   acquire(request: LeaseRequest): Promise<Lease | undefined>;
   /**
    * Take `weight` units of a named pool (FIFO, woken without polling; see {@link PermitRequest}).
+   * (Optional only while the backends of this repository gain it; required once they all have.)
    * Resolves undefined only with `nowait`. Rejects with LockTimeoutError, signal.reason,
    * ValidationError (a `permits` that differs from the pool's in use) or BackendError.
    */
-  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined>;
+  acquirePermit?(request: PermitRequest): Promise<PermitLease | undefined>;
   /**
    * Units of the pool `(kind, name)` held right now by live (unexpired, server clock) leases;
    * 0 for a pool nobody holds.
    */
-  permitsHeld(kind: PermitKind, name: string): Promise<number>;
+  permitsHeld?(kind: PermitKind, name: string): Promise<number>;
   /** Release every resource the backend opened (never a client or pool the user passed in). */
   close(): Promise<void>;
 }

@@ -20,7 +20,8 @@
  * await backend.write([{ kind: 'create', model: 'counter', key: 'c1', data: { n: 0 } }]);
  * ```
  */
-import { ValidationError } from '../errors.js';
+
+import { BackendError, ValidationError } from '../errors.js';
 import { anyTracked, type TrackedLease, trackLease, trackWrite } from '../sync/tracked-leases.js';
 import type {
   Backend,
@@ -29,12 +30,22 @@ import type {
   DocWrite,
   Lease,
   LeaseRequest,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   StoredDoc,
   WriteOptions,
   WriteResult,
 } from './backend.js';
-import { checkLeaseRequest, checkRefs, checkWriteOptions, checkWrites } from './checks.js';
-import { DEFAULT_ACTION, docName, lockName } from './names.js';
+import {
+  checkLeaseRequest,
+  checkPermitName,
+  checkPermitRequest,
+  checkRefs,
+  checkWriteOptions,
+  checkWrites,
+} from './checks.js';
+import { DEFAULT_ACTION, docName, lockName, permitName } from './names.js';
 
 const EMPTY: WriteResult = { applied: true, docs: [], results: [] };
 
@@ -60,7 +71,7 @@ export class Bounded implements Backend {
   readonly supports: BackendCapabilities;
   readonly #track: boolean;
   /** Tracked leases not yet committed or released: `close()` takes them out of the graph. */
-  readonly #tracked = new Set<BoundLease>();
+  readonly #tracked = new Set<{ untrack(): void }>();
 
   /** @internal use {@link bounded}. */
   constructor(inner: Backend) {
@@ -162,6 +173,73 @@ export class Bounded implements Backend {
   }
 
   /**
+   * A permit of a named pool. Checked here (ValidationError, nothing queued); mutexes and
+   * rwlocks take part in the wait-for graph like document leases (a writer exclusive, a reader
+   * shared). Semaphores of more than one permit do not: a count is not an owner, and a cycle
+   * through one is not a certain deadlock.
+   */
+  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
+    let tracked: TrackedLease | undefined;
+    try {
+      checkPermitRequest(request);
+      request.signal?.throwIfAborted();
+      if (this.inner.acquirePermit === undefined) throw unsupported(this.inner.name);
+      if (this.#track && (request.kind !== 'semaphore' || request.permits === 1)) {
+        const { kind, name } = request;
+        tracked = trackLease(
+          [`${this.namespace}\u0000\u0001${kind}\u0000${name}`],
+          () => permitName(kind, name),
+          request.weight === request.permits,
+          request.nowait,
+        );
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    let p: Promise<PermitLease | undefined>;
+    try {
+      p = this.inner.acquirePermit(request);
+    } catch (err) {
+      tracked?.abandoned();
+      return Promise.reject(err);
+    }
+    if (tracked === undefined) return p.then((lease) => lease && new BoundPermit(lease));
+    const t = tracked;
+    return p.then(
+      (lease) => {
+        if (!lease) {
+          t.abandoned();
+          return undefined;
+        }
+        t.granted(() => lease.lost);
+        const bound = new BoundPermit(lease, t, this.#tracked);
+        this.#tracked.add(bound);
+        return bound;
+      },
+      (err: unknown) => {
+        t.abandoned();
+        throw err;
+      },
+    );
+  }
+
+  /** Units of a named pool held now (the name checked here). */
+  permitsHeld(kind: PermitKind, name: string): Promise<number> {
+    try {
+      if (kind !== 'mutex' && kind !== 'rwlock' && kind !== 'semaphore') {
+        throw new ValidationError('permitsHeld', [
+          { message: `kind must be "mutex", "rwlock" or "semaphore", got ${String(kind)}` },
+        ]);
+      }
+      checkPermitName(kind, name);
+      if (this.inner.permitsHeld === undefined) throw unsupported(this.inner.name);
+      return this.inner.permitsHeld(kind, name);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
    * Closes the backend; leases still open (the backend ends them) leave the wait-for graph, so
    * nothing of this store stays tracked.
    */
@@ -179,14 +257,19 @@ class BoundLease implements Lease {
   readonly #inner: Lease;
   readonly #request: LeaseRequest;
   #tracked: TrackedLease | undefined;
-  readonly #live: Set<BoundLease> | undefined;
+  readonly #live: Set<{ untrack(): void }> | undefined;
 
   /**
    * A lost lease no longer holds its keys, so a cycle through it is not one (its waiter gets in):
    * the graph asks `lease.lost` while it looks for a cycle (see `granted`), which costs nothing
    * per lock, where listening to `lease.signal` would make an AbortSignal for every lease.
    */
-  constructor(inner: Lease, request: LeaseRequest, tracked?: TrackedLease, live?: Set<BoundLease>) {
+  constructor(
+    inner: Lease,
+    request: LeaseRequest,
+    tracked?: TrackedLease,
+    live?: Set<{ untrack(): void }>,
+  ) {
     this.#inner = inner;
     this.#request = request;
     this.#tracked = tracked;
@@ -257,6 +340,57 @@ class BoundLease implements Lease {
         throw err;
       },
     );
+  }
+}
+
+/** A backend of another package that has not implemented named locks yet. */
+function unsupported(name: string): BackendError {
+  return new BackendError(
+    `the ${name} backend does not implement named locks (acquirePermit): upgrade it or use a backend that does`,
+  );
+}
+
+/** A permit behind the boundary: leaves the wait-for graph when released or closed. */
+class BoundPermit implements PermitLease {
+  readonly #inner: PermitLease;
+  #tracked: TrackedLease | undefined;
+  readonly #live: Set<{ untrack(): void }> | undefined;
+
+  constructor(inner: PermitLease, tracked?: TrackedLease, live?: Set<{ untrack(): void }>) {
+    this.#inner = inner;
+    this.#tracked = tracked;
+    this.#live = live;
+  }
+  get fence(): number {
+    return this.#inner.fence;
+  }
+  get lost(): boolean {
+    return this.#inner.lost;
+  }
+  get signal(): AbortSignal {
+    return this.#inner.signal;
+  }
+  extend(ms?: number): Promise<void> {
+    if (ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms > 0)) {
+      return Promise.reject(
+        new ValidationError('permit.extend', [
+          { message: `ms must be a positive number of milliseconds, got ${String(ms)}` },
+        ]),
+      );
+    }
+    return this.#inner.extend(ms);
+  }
+  /** @internal leaves the wait-for graph (release, or the backend's close). Idempotent. */
+  untrack(): void {
+    const t = this.#tracked;
+    if (t === undefined) return;
+    this.#tracked = undefined;
+    this.#live?.delete(this);
+    t.released();
+  }
+  release(): Promise<boolean> {
+    if (this.#tracked === undefined) return this.#inner.release();
+    return this.#inner.release().finally(() => this.untrack());
   }
 }
 

@@ -19,7 +19,17 @@
  * ```
  */
 import { ValidationError } from '../errors.js';
-import type { DocRef, DocWrite, Guard, LeaseRequest, Op, WriteOptions } from './backend.js';
+import {
+  type DocRef,
+  type DocWrite,
+  type Guard,
+  type LeaseRequest,
+  type Op,
+  type PermitKind,
+  type PermitRequest,
+  RWLOCK_PERMITS,
+  type WriteOptions,
+} from './backend.js';
 import { checkKey, checkModelName, MAX_KEY_BYTES } from './keys.js';
 
 /** Keys this short always fit MAX_KEY_BYTES (a UTF-16 unit is at most 3 UTF-8 bytes). */
@@ -418,4 +428,91 @@ export function checkLeaseRequest(r: LeaseRequest): void {
   for (const flag of ['renew', 'nowait', 'skipLocked'] as const) {
     if (typeof r[flag] !== 'boolean') throw bad(where, `${flag} must be true or false`);
   }
+}
+
+const PERMIT_KINDS: ReadonlySet<string> = new Set<PermitKind>(['mutex', 'rwlock', 'semaphore']);
+
+/**
+ * A permit pool's name: the rules of a document key (non-empty, no NUL, well-formed, at most
+ * MAX_KEY_BYTES), with a message that names the pool.
+ *
+ * @example
+ * ```ts
+ * checkPermitName('semaphore', ''); // throws ValidationError: a name must not be empty
+ * ```
+ */
+export function checkPermitName(kind: string, name: unknown): asserts name is string {
+  try {
+    checkKey(name);
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    const message = (err.issues[0]?.message ?? 'invalid').replace(/^a key/, 'a name');
+    throw bad(`${kind} name`, message);
+  }
+}
+
+/**
+ * A pool's capacity: a positive safe integer, at most {@link RWLOCK_PERMITS}.
+ *
+ * @example
+ * ```ts
+ * checkPermits('semaphore "api"', 0); // throws ValidationError
+ * ```
+ */
+export function checkPermits(where: string, permits: unknown): asserts permits is number {
+  if (
+    typeof permits !== 'number' ||
+    !Number.isSafeInteger(permits) ||
+    permits <= 0 ||
+    permits > RWLOCK_PERMITS
+  ) {
+    throw bad(
+      where,
+      `permits must be a positive integer (at most ${RWLOCK_PERMITS}), got ${describe(permits)}`,
+    );
+  }
+}
+
+/**
+ * A permit request: kind, name, permits, a weight in [1, permits] (more can never be granted,
+ * so it is refused at once rather than left to hang), leaseMs, timeoutMs, signal, flags.
+ *
+ * @example
+ * ```ts
+ * checkPermitRequest({ kind: 'semaphore', name: 'api', permits: 5, weight: 6, leaseMs: 30_000,
+ *   renew: true, nowait: false }); // throws ValidationError: weight 6 exceeds permits 5
+ * ```
+ */
+export function checkPermitRequest(r: PermitRequest): void {
+  const where = 'permit request';
+  if (typeof r !== 'object' || r === null) throw bad(where, 'expected a PermitRequest object');
+  if (!PERMIT_KINDS.has(r.kind)) {
+    throw bad(where, `kind must be "mutex", "rwlock" or "semaphore", got ${describe(r.kind)}`);
+  }
+  checkPermitName(r.kind, r.name);
+  const at = `${r.kind} ${JSON.stringify(r.name)}`;
+  checkPermits(at, r.permits);
+  if (typeof r.weight !== 'number' || !Number.isSafeInteger(r.weight) || r.weight <= 0) {
+    throw bad(at, `weight must be a positive integer, got ${describe(r.weight)}`);
+  }
+  if (r.weight > r.permits) {
+    throw bad(
+      at,
+      `weight ${r.weight} exceeds the ${r.permits} permits there are: it could never be granted; ask for at most ${r.permits}`,
+    );
+  }
+  if (typeof r.leaseMs !== 'number' || !(Number.isFinite(r.leaseMs) && r.leaseMs > 0)) {
+    throw bad(at, `leaseMs must be a positive number of milliseconds, got ${describe(r.leaseMs)}`);
+  }
+  checkTimeout(at, r.timeoutMs);
+  checkSignal(at, r.signal);
+  for (const flag of ['renew', 'nowait'] as const) {
+    if (typeof r[flag] !== 'boolean') throw bad(at, `${flag} must be true or false`);
+  }
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v == null) return String(v);
+  return typeof v;
 }

@@ -13,15 +13,20 @@ export type {
   LeaseRequest,
   Op,
   PatchWrite,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   PostCheck,
   RefusalReason,
   StoredDoc,
   WriteOptions,
   WriteResult,
 } from './backend.js';
+export { RWLOCK_PERMITS } from './backend.js';
 export { Bounded, bounded } from './boundary.js';
 export { cloneJson, deepEqual } from './json.js';
 export { checkKey, checkModelName, MAX_KEY_BYTES } from './keys.js';
+export type { LeasePermit } from './lease-permit.js';
 export { type LockContext, lockContext } from './lock-context.js';
 export {
   type ApplyOptions,
@@ -34,7 +39,8 @@ export {
   type UpdateOptions,
   type WriteCallOptions,
 } from './model.js';
-export { DEFAULT_ACTION, lockName } from './names.js';
+export { DistributedMutex } from './mutex.js';
+export { DEFAULT_ACTION, lockName, permitName } from './names.js';
 export type {
   ArrayGuards,
   ArrayOps,
@@ -54,7 +60,14 @@ export type {
   ScalarOps,
   StringGuards,
 } from './ops.js';
+export type { NamedLockOptions } from './permit-pool.js';
+export { DistributedRWLock } from './rwlock.js';
 export type { InferInput, InferOutput, StandardResult, StandardSchemaV1 } from './schema.js';
+export {
+  DistributedSemaphore,
+  type SemaphoreAcquireOptions as DistributedSemaphoreAcquireOptions,
+  type SemaphoreOptions as DistributedSemaphoreOptions,
+} from './semaphore.js';
 export {
   createStore,
   type Store,

@@ -28,3 +28,15 @@ export function lockName(model: string, keys: readonly string[], action: string)
 export function docName(model: string, key: string): string {
   return `${model} ${JSON.stringify(key)}`;
 }
+
+/**
+ * The display name of a named lock (`mutex "payments"`, `semaphore "api" (5 permits)`).
+ *
+ * @example
+ * ```ts
+ * permitName('semaphore', 'api'); // 'semaphore "api"'
+ * ```
+ */
+export function permitName(kind: string, name: string): string {
+  return `${kind} ${JSON.stringify(name)}`;
+}

@@ -3,10 +3,14 @@
  */
 import { ValidationError } from '../errors.js';
 import type { Backend, DocWrite } from './backend.js';
-import { bounded } from './boundary.js';
+import { type Bounded, bounded } from './boundary.js';
 import { checkModelName } from './keys.js';
 import { Model, type OpBatch, refusalError, writeOptions } from './model.js';
+import { DistributedMutex } from './mutex.js';
+import type { NamedLockOptions } from './permit-pool.js';
+import { DistributedRWLock } from './rwlock.js';
 import type { InferInput, InferOutput, StandardSchemaV1 } from './schema.js';
+import { DistributedSemaphore, type SemaphoreOptions } from './semaphore.js';
 
 /** A store: models over one backend. Made by {@link createStore}. */
 export interface Store {
@@ -36,6 +40,36 @@ export interface Store {
    * ```
    */
   apply(batches: readonly OpBatch[], options?: StoreApplyOptions): Promise<StoreApplyResult>;
+  /**
+   * A named mutex shared by every client of this backend (across processes on Redis and
+   * PostgreSQL): FIFO, leased, fenced; see {@link DistributedMutex}. Its namespace is its own
+   * (a document lock on the same string is another lock). Cheap to make: no round trip.
+   *
+   * @example
+   * ```ts
+   * await store.mutex('nightly-report').run((ctx) => buildReport({ fence: ctx.fence }));
+   * ```
+   */
+  mutex(name: string, options?: NamedLockOptions): DistributedMutex;
+  /**
+   * A named reader/writer lock (FIFO, write-preferring); see {@link DistributedRWLock}.
+   *
+   * @example
+   * ```ts
+   * const prices = await store.rwlock('prices').read(() => loadPrices());
+   * ```
+   */
+  rwlock(name: string, options?: NamedLockOptions): DistributedRWLock;
+  /**
+   * A named, weighted, FIFO semaphore of `permits` units; see {@link DistributedSemaphore}.
+   *
+   * @example
+   * ```ts
+   * const api = store.semaphore('payment-api', { permits: 5 });
+   * await api.run(() => charge(order));
+   * ```
+   */
+  semaphore(name: string, options: SemaphoreOptions): DistributedSemaphore;
   /** Closes the backend (connections, timers). Clients you passed in stay open. */
   close(): Promise<void>;
 }
@@ -56,9 +90,21 @@ export interface StoreApplyResult {
 }
 
 class StoreImpl implements Store {
-  readonly backend: Backend;
+  readonly backend: Bounded;
   constructor(backend: Backend) {
     this.backend = bounded(backend);
+  }
+
+  mutex(name: string, options?: NamedLockOptions): DistributedMutex {
+    return new DistributedMutex(this.backend, name, options);
+  }
+
+  rwlock(name: string, options?: NamedLockOptions): DistributedRWLock {
+    return new DistributedRWLock(this.backend, name, options);
+  }
+
+  semaphore(name: string, options: SemaphoreOptions): DistributedSemaphore {
+    return new DistributedSemaphore(this.backend, name, options);
   }
 
   model<S extends StandardSchemaV1>(name: string, schema: S): Model<InferOutput<S>, InferInput<S>> {

@@ -14,6 +14,13 @@ export interface ConformanceTarget {
   open(): Promise<Backend>;
   /** Drop everything this target created (keys, schema). */
   cleanup(): Promise<void>;
+  /**
+   * What named locks (mutex, rwlock, semaphore) of `name` leave stored right now — keys, rows,
+   * in-memory pools, timers — as readable strings; [] when nothing. The suite checks it is []
+   * once every named lock of `name` was released or timed out (an expiring fence counter is
+   * allowed and not listed). Required for the named-locks section.
+   */
+  namedLockResidue?(name: string): Promise<string[]>;
 }
 
 /** Everything a section of the suite needs, resolved lazily (the clients exist once beforeAll ran). */

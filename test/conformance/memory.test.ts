@@ -16,6 +16,13 @@ conformance('memory', async () => {
   return {
     open: async () => b,
     cleanup: async () => {},
+    // Pools are dropped when idle; the counts are the backend's (one suite file at a time).
+    namedLockResidue: async () => {
+      const { permitPools, permitLeases, timers } = b.stats();
+      return Object.entries({ permitPools, permitLeases, timers })
+        .filter(([, n]) => n !== 0)
+        .map(([k, n]) => `${k}: ${n}`);
+    },
   };
 });
 

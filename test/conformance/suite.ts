@@ -57,6 +57,7 @@ import { inputSection } from './sections/input.js';
 import { lockContextSection } from './sections/lock-context.js';
 import { locksSection } from './sections/locks.js';
 import { modelSection } from './sections/model.js';
+import { namedLocksSection } from './sections/named-locks.js';
 import { racesSection } from './sections/races.js';
 import { refusalsSection } from './sections/refusals.js';
 
@@ -128,6 +129,7 @@ export function conformance(name: string, makeTarget: () => Promise<ConformanceT
     batchesSection(ctx);
     refusalsSection(ctx);
     boundarySection(ctx);
+    namedLocksSection(ctx);
 
     describe('nothing leaks', () => {
       it('close() resolves for every store (twice too), and a fresh instance opens and closes', async () => {

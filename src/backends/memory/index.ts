@@ -5,7 +5,8 @@
  *
  * One concept per file: `documents.ts` (storage and copies), `batch.ts` (the batch evaluator and
  * installer, with refusals), `writer.ts` (the write engine: async post-checks and reservations),
- * `leases.ts` (leases on the lock table, fences, expiry), `gate.ts` (plain writes waiting for
+ * `leases.ts` (leases on the lock table, fences, expiry), `permits.ts` (named-lock pools:
+ * mutexes, rwlocks, semaphores), `gate.ts` (plain writes waiting for
  * exclusive leases), `guards.ts` (guards, field references included), `closed.ts` (the error
  * of a closed backend), `stats.ts` (leak-check counts).
  *
@@ -25,6 +26,9 @@ import type {
   DocWrite,
   Lease,
   LeaseRequest,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   StoredDoc,
   WriteOptions,
   WriteResult,
@@ -32,6 +36,7 @@ import type {
 import { closedError } from './closed.js';
 import { Documents, snapshot } from './documents.js';
 import { Leases } from './leases.js';
+import { Permits } from './permits.js';
 import type { MemoryStats } from './stats.js';
 import { Writer } from './writer.js';
 
@@ -61,12 +66,14 @@ export class MemoryBackend implements Backend {
   readonly #docs = new Documents();
   readonly #writer: Writer;
   readonly #leases: Leases;
+  readonly #permits: Permits;
   #closed = false;
 
   constructor() {
     const closed = () => this.#closed;
     this.#writer = new Writer(this.#docs, closed);
     this.#leases = new Leases(this.#docs, this.#writer, closed);
+    this.#permits = new Permits(closed);
   }
 
   /**
@@ -79,11 +86,14 @@ export class MemoryBackend implements Backend {
    */
   stats(): MemoryStats {
     const { leases, locks, timers } = this.#leases.stats();
+    const permits = this.#permits.stats();
     return {
       documents: this.#docs.count(),
       leases,
       locks,
-      timers,
+      timers: timers + permits.timers,
+      permitPools: permits.pools,
+      permitLeases: permits.leases,
       reservations: this.#writer.reservations,
       gated: this.#leases.gate.size,
     };
@@ -154,6 +164,33 @@ export class MemoryBackend implements Backend {
   }
 
   /**
+   * Takes `weight` units of a named pool (FIFO, direct hand-off, no polling).
+   *
+   * @example
+   * ```ts
+   * const lease = await backend.acquirePermit({ kind: 'semaphore', name: 'api', permits: 5,
+   *   weight: 1, leaseMs: 30_000, renew: true, nowait: false });
+   * await lease?.release();
+   * ```
+   */
+  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
+    return this.#permits.acquire(request);
+  }
+
+  /**
+   * Units of a named pool held now.
+   *
+   * @example
+   * ```ts
+   * await backend.permitsHeld('semaphore', 'api'); // 0 when nobody holds it
+   * ```
+   */
+  async permitsHeld(kind: PermitKind, name: string): Promise<number> {
+    if (this.#closed) throw closedError();
+    return this.#permits.held(kind, name);
+  }
+
+  /**
    * Ends every live lease (they are marked lost and their keys released) and refuses further
    * calls with BackendError. Stored documents are dropped with the backend object.
    *
@@ -166,6 +203,7 @@ export class MemoryBackend implements Backend {
     if (this.#closed) return;
     this.#closed = true;
     this.#leases.expireAll('the backend was closed');
+    this.#permits.expireAll('the backend was closed');
   }
 }
 

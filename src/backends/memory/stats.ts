@@ -22,7 +22,11 @@ export interface MemoryStats {
   readonly leases: number;
   /** Keys held or waited for in the lock table. */
   readonly locks: number;
-  /** Lease expiry timers running. */
+  /** Named-lock pools with a holder or a waiter (mutexes, rwlocks, semaphores). */
+  readonly permitPools: number;
+  /** Named-lock leases held and not yet released or expired. */
+  readonly permitLeases: number;
+  /** Lease expiry timers running (document and named-lock leases). */
   readonly timers: number;
   /** Documents reserved by a write whose async post-check is being re-run. */
   readonly reservations: number;

@@ -183,3 +183,25 @@ export function checkLearner(input: { predictions: number; torn: number }): Verd
     note: `${input.torn} of ${input.predictions} predictions saw half-updated weights`,
   };
 }
+
+/**
+ * Payments: never more than `limit` calls in flight at the external API at once. Violations =
+ * calls that started while `limit` others were already in flight.
+ *
+ * @example
+ * ```ts
+ * checkPayments({ limit: 5, overLimit: 3, peak: 7 }); // { violations: 3, note: '3 calls ...' }
+ * ```
+ */
+export function checkPayments(input: { limit: number; overLimit: number; peak: number }): Verdict {
+  if (input.overLimit === 0) {
+    return {
+      violations: 0,
+      note: `at most ${input.peak} of ${input.limit} calls in flight at once`,
+    };
+  }
+  return {
+    violations: input.overLimit,
+    note: `${input.overLimit} calls started over the limit of ${input.limit} (peak ${input.peak} in flight)`,
+  };
+}

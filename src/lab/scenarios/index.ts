@@ -4,6 +4,7 @@ import { bank } from './bank.js';
 import { campaign } from './campaign.js';
 import { counter } from './counter.js';
 import { learner } from './learner.js';
+import { payments } from './payments.js';
 import { queue } from './queue.js';
 
 /**
@@ -11,10 +12,10 @@ import { queue } from './queue.js';
  *
  * @example
  * ```ts
- * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue']
+ * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue', 'payments']
  * ```
  */
-export const scenarios: readonly Scenario[] = [counter, bank, campaign, learner, queue];
+export const scenarios: readonly Scenario[] = [counter, bank, campaign, learner, queue, payments];
 
 /** The names `npm run lab -- <names...>` accepts. */
 export const scenarioNames: readonly string[] = scenarios.map((s) => s.name);

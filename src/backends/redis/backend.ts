@@ -1,6 +1,7 @@
 /**
  * The Backend contract on Redis: reads, writes (through the write path and the group commit),
- * lease acquisition with FIFO waiting and wake-ups, lease commits, close.
+ * lease acquisition with FIFO waiting and wake-ups, lease commits, named permit pools
+ * (permits.ts), close.
  */
 import { randomBytes } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
@@ -12,6 +13,9 @@ import type {
   DocWrite,
   Lease,
   LeaseRequest,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   StoredDoc,
   WriteOptions,
   WriteResult,
@@ -23,6 +27,7 @@ import { GroupCommit } from './group.js';
 import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
 import { RedisLease } from './lease.js';
+import { RedisPermits } from './permits.js';
 import { Renewals } from './renewals.js';
 import { rerunScript, runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
@@ -97,6 +102,8 @@ export class RedisBackend implements Backend {
   readonly #renewals = new Renewals();
   /** Cancels of the acquires now waiting (close() rejects them). */
   readonly #waiting = new Map<(error: unknown) => void, Leaving>();
+  /** Named permit pools (mutex, rwlock, semaphore). */
+  readonly #permits: RedisPermits;
   #closed = false;
 
   constructor(options: RedisBackendOptions) {
@@ -149,6 +156,18 @@ export class RedisBackend implements Backend {
     this.#channel = this.#layout.channel(this.#instance);
     this.#wakeups = new Wakeups(this.#client, this.#channel, callTimeout);
     this.#writeWaitHost = this.#waitHost();
+    this.#permits = new RedisPermits({
+      layout: this.#layout,
+      wakeups: this.#wakeups,
+      channel: this.#channel,
+      instance: this.#instance,
+      renewals: this.#renewals,
+      waiterTtlMs: WAITER_TTL_MS,
+      script: (name, keys, args) => this.#script(name, [...keys], args, name !== 'permit-held'),
+      serving: (name, keys, args) => this.#serving(name, [...keys], args),
+      handOver: (wakeups) => this.#handOver(wakeups),
+      cancellable: (cancel) => this.#cancellable(cancel),
+    });
     // Back after a dropped connection: a reply lost with it may have carried a grant to one of
     // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
     this.#client.on('ready', this.#onReady);
@@ -243,17 +262,36 @@ export class RedisBackend implements Backend {
         });
         return this.#script('leave', keys5, [wid, wid], true).then(() => undefined);
       },
-      cancellable: (cancel) => {
-        const leaving: Leaving = {};
-        this.#waiting.set(cancel, leaving);
-        return {
-          left: () => {
-            this.#waiting.delete(cancel);
-            leaving.done?.();
-          },
-        };
+      cancellable: (cancel) => this.#cancellable(cancel),
+    };
+  }
+
+  /** Registers a waiter's `cancel` with close(), which waits for its `left()`. */
+  #cancellable(cancel: (error: unknown) => void): { left(): void } {
+    const leaving: Leaving = {};
+    this.#waiting.set(cancel, leaving);
+    return {
+      left: () => {
+        this.#waiting.delete(cancel);
+        leaving.done?.();
       },
     };
+  }
+
+  // ------------------------------------------------------------------------- named permits
+  /**
+   * Takes `weight` units of a named pool; see permits.ts and PermitRequest. The request is
+   * well-formed (the boundary checks it).
+   */
+  async acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
+    this.#assertOpen();
+    return this.#permits.acquire(request);
+  }
+
+  /** Units of the pool `(kind, name)` held now by live leases (server clock). */
+  async permitsHeld(kind: PermitKind, name: string): Promise<number> {
+    this.#assertOpen();
+    return this.#permits.held(kind, name);
   }
 
   // --------------------------------------------------------------------------------- leases
@@ -581,7 +619,10 @@ export class RedisBackend implements Backend {
     this.#closed = true;
     // Nobody renews them from here on: they are lost (lost, signal), and expire in Redis.
     for (const lease of [...this.#leases]) lease._closed();
-    const closedError = new BackendError('the redis backend was closed while waiting for a lock');
+    this.#permits.close();
+    const closedError = new BackendError(
+      'the redis backend was closed while waiting for a lock; create a new one with redis()',
+    );
     // Cancelled waiters leave their queues (a script) before the connection goes away; otherwise
     // a stale entry could be handed the lease and hold the key until that lease expires.
     const leaving = [...this.#waiting.values()].map(

@@ -6,6 +6,11 @@
  * all share one slot. Every user-supplied part is escaped so that distinct (prefix, model, key)
  * triples never collide and a key cannot break out of its hash tag: `%`, `{`, `}` and `:` become
  * `%XX`, and a lone UTF-16 surrogate becomes `%uXXXX`.
+ *
+ * A named permit pool (mutex, rwlock, semaphore) lives at `<prefix>:{!<kind>:<name>}` plus a
+ * suffix: a hash tag starting with `!`, which no document's does (a model name starts with a
+ * letter or `_`, and a `hashTag` text is escaped, so never holds a `:`), so `mutex "x"` and a
+ * document `"x"` never share a key; all keys of one pool share one slot.
  */
 
 /**
@@ -57,6 +62,22 @@ export interface LeaseKeys {
   readonly queueInfo: string;
 }
 
+/** The keys of one named permit pool (all in one hash slot; see permit-lib.lua). */
+export interface PermitKeys {
+  /** Holders (and the pool's capacity). */
+  readonly holders: string;
+  /** FIFO wait queue (waiter ids). */
+  readonly queue: string;
+  /** Waiter id -> its entry. */
+  readonly queueInfo: string;
+  /** Fence counter. */
+  readonly fence: string;
+  /** The four, in the order the permit scripts take them. */
+  readonly all: readonly string[];
+  /** The text inside the hash tag. */
+  readonly tag: string;
+}
+
 /** Builds keys for one backend instance (one prefix). */
 export class KeyLayout {
   readonly #prefix: string;
@@ -102,6 +123,27 @@ export class KeyLayout {
       base = `${this.#prefix}:{${tag}}`;
     }
     return { doc: base, fence: `${base}:f`, tag };
+  }
+
+  /** Recently built pool keys (bounded, like documents'). */
+  readonly #pools = new Map<string, PermitKeys>();
+
+  /** The keys of the permit pool `(kind, name)`; `kind` is a PermitKind (letters only). */
+  permit(kind: string, name: string): PermitKeys {
+    const id = `${kind}\u0000${name}`;
+    let p = this.#pools.get(id);
+    if (p === undefined) {
+      const tag = `!${kind}:${escapeSegment(name)}`;
+      const base = `${this.#prefix}:{${tag}}`;
+      const holders = `${base}:h`;
+      const queue = `${base}:q`;
+      const queueInfo = `${base}:qa`;
+      const fence = `${base}:f`;
+      p = { holders, queue, queueInfo, fence, all: [holders, queue, queueInfo, fence], tag };
+      if (this.#pools.size >= 4096) this.#pools.clear();
+      this.#pools.set(id, p);
+    }
+    return p;
   }
 
   lease(doc: DocKeys, action: string): LeaseKeys {

@@ -1,6 +1,7 @@
 /**
  * Loads the Lua scripts (kept as .lua files next to this module; the build copies them into
- * dist) and runs them on the server.
+ * dist) and runs them on the server. The shared helpers (lib.lua, then permit-lib.lua for the
+ * named permit pools) come before every entry script.
  *
  * Two ways to run them, chosen per client:
  * - `functions` (the default on Redis 7+ and Valkey): lib.lua and every entry script are loaded
@@ -26,7 +27,12 @@ export type ScriptName =
   | 'release'
   | 'leave'
   | 'renew'
-  | 'commit';
+  | 'commit'
+  | 'permit-acquire'
+  | 'permit-release'
+  | 'permit-leave'
+  | 'permit-renew'
+  | 'permit-held';
 
 /** How scripts run on a server: one function library and FCALL, or EVALSHA. */
 export type ScriptMode = 'functions' | 'eval';
@@ -40,7 +46,15 @@ const NAMES: readonly ScriptName[] = [
   'leave',
   'renew',
   'commit',
+  'permit-acquire',
+  'permit-release',
+  'permit-leave',
+  'permit-renew',
+  'permit-held',
 ];
+
+/** The shared helpers, in order: every entry script sees all of them. */
+const LIBS: readonly string[] = ['lib', 'permit-lib'];
 
 interface Loaded {
   /** EVAL form: lib.lua, bind_globals(), the entry. */
@@ -62,7 +76,7 @@ let loaded: Scripts | undefined;
 function load(): Scripts {
   if (loaded) return loaded;
   const read = (n: string) => readFileSync(new URL(`./scripts/${n}.lua`, import.meta.url), 'utf8');
-  const lib = read('lib');
+  const lib = LIBS.map(read).join('\n');
   const bodies = NAMES.map((n) => [n, read(n)] as const);
   const hash = createHash('sha1');
   hash.update(lib);
@@ -72,7 +86,8 @@ function load(): Scripts {
   const registrations: string[] = [];
   for (const [n, body] of bodies) {
     const source = `${lib}\nbind_globals()\n-- entry: ${n}\n${body}`;
-    const fn = `${library}_${n}`;
+    // Function names allow letters, digits and underscores only.
+    const fn = `${library}_${n.replaceAll('-', '_')}`;
     entries.set(n, { source, sha: createHash('sha1').update(source).digest('hex'), fn });
     registrations.push(
       `redis.register_function('${fn}', function(KEYS, ARGV)\n` +

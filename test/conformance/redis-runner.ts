@@ -11,6 +11,7 @@
  */
 import { Redis } from 'ioredis';
 import { type RedisBackendOptions, redis } from '../../src/backends/redis/index.js';
+import { KeyLayout } from '../../src/backends/redis/keys.js';
 import { dropPrefix } from '../backends/redis/drop-prefix.js';
 import { redisUrl } from '../support/env.js';
 import type { Backend } from './api.js';
@@ -28,6 +29,23 @@ export function redisConformance(name: string, options: RedisBackendOptions): vo
         const b = redis({ ...options, url, prefix });
         opened.push(b);
         return b;
+      },
+      // The keys of the pools named `name` (every kind) that exist, but their fence counters.
+      namedLockResidue: async (name) => {
+        const layout = new KeyLayout(prefix);
+        const admin = new Redis(url);
+        try {
+          const left: string[] = [];
+          for (const kind of ['mutex', 'rwlock', 'semaphore'] as const) {
+            const k = layout.permit(kind, name);
+            for (const key of [k.holders, k.queue, k.queueInfo]) {
+              if ((await admin.exists(key)) === 1) left.push(key);
+            }
+          }
+          return left;
+        } finally {
+          await admin.quit();
+        }
       },
       cleanup: async () => {
         const admin = new Redis(url);

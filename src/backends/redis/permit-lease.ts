@@ -180,18 +180,21 @@ export class RedisPermit implements PermitLease {
 
   /**
    * Gives the units back; true when they were still held (the release script found the owner's
-   * live entry), false when lost or when the release did not reach Redis (they lapse on their own
-   * then). A second call resolves what the first did; never throws.
+   * live entry, and the permit was not known lost before), false when lost or when the release
+   * did not reach Redis (they lapse on their own then). A second call resolves what the first did; never throws.
    */
   release(): Promise<boolean> {
     if (this.#released) return this.#released;
+    // Known lost already (the timer fires at the earliest moment the server may have let go):
+    // false, whatever the server still says; the release still frees the units at once.
+    const known = this.#lost;
     this.#done = true;
     this.#stop();
     this.#ops.forget();
     this.#released = this.#ops.release().then(
       (held) => {
         if (!held) this.#lost = true;
-        return held;
+        return held && !known;
       },
       () => false,
     );

@@ -18,6 +18,7 @@
  */
 import { LockTimeoutError, ValidationError } from '../../errors.js';
 import type { PermitKind, PermitLease, PermitRequest } from '../../store/backend.js';
+import { permitName } from '../../store/names.js';
 import type { KeyLayout, PermitKeys } from './keys.js';
 import { RedisPermit } from './permit-lease.js';
 import type { Renewals } from './renewals.js';
@@ -49,11 +50,6 @@ export interface PermitHost {
    * be called (once the waiter has left its queue).
    */
   cancellable(cancel: (error: unknown) => void): { left(): void };
-}
-
-/** The display name of a pool in messages: `mutex "orders"`. */
-export function permitName(kind: PermitKind, name: string): string {
-  return `${kind} ${JSON.stringify(name)}`;
 }
 
 type Attempt = Grant | { ok: 0; retry: number; permits?: undefined } | { ok: 0; permits: number };

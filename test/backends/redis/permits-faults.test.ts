@@ -20,6 +20,7 @@ import type {
   PermitLease,
   PermitRequest,
 } from '../../../src/store/backend.js';
+import { bounded } from '../../../src/store/boundary.js';
 import { type RedisServer, startRedis } from '../../support/servers.js';
 
 let server: RedisServer;
@@ -104,7 +105,7 @@ async function startHolder(kind: PermitKind, name: string, permits: number, leas
 
 describe('crashed and stalled holders', () => {
   it('SIGKILL: the units come back after the lease, to a waiter nobody woke', async () => {
-    const b = redis({ url: server.url, prefix });
+    const b = bounded(redis({ url: server.url, prefix }));
     try {
       const { child, fence } = await startHolder('mutex', 'killed', 1, 1_000);
       expect(await b.acquirePermit(req('mutex', 'killed', { nowait: true }))).toBeUndefined();
@@ -125,7 +126,10 @@ describe('crashed and stalled holders', () => {
 
   it('SIGSTOP past the lease, others take the units, SIGCONT: its signal aborts, release() is false, never over permits', async () => {
     const permits = 2;
-    const backends = [redis({ url: server.url, prefix }), redis({ url: server.url, prefix })];
+    const backends = [
+      bounded(redis({ url: server.url, prefix })),
+      bounded(redis({ url: server.url, prefix })),
+    ];
     try {
       const stalled = await startHolder('semaphore', 'stopped', permits, 400);
       stalled.child.kill('SIGSTOP');
@@ -135,7 +139,7 @@ describe('crashed and stalled holders', () => {
       let fencesAbove = 0;
       let grants = 0;
       const worker = async (i: number) => {
-        const b = backends[i % 2] as Backend;
+        const b = backends[i % 2] as (typeof backends)[number];
         // Until both units were taken at once: the stalled holder's lease has run out.
         for (let k = 0; k < 15 || max < permits; k++) {
           const p = (await b.acquirePermit(
@@ -182,14 +186,14 @@ async function killConnections(name: string): Promise<number> {
 
 describe('connection faults', () => {
   it("CLIENT KILL of the waiters' connections while they wait: every waiter gets its permit, the pool ends idle", async () => {
-    const holderBackend = redis({ url: server.url, prefix });
+    const holderBackend = bounded(redis({ url: server.url, prefix }));
     const client = new Redis(server.url, {
       connectionName: 'permit-waiters',
       autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 1,
     });
     client.on('error', () => {});
-    const waiters = redis({ client, prefix, commandTimeoutMs: 5_000 });
+    const waiters = bounded(redis({ client, prefix, commandTimeoutMs: 5_000 }));
     try {
       const holder = (await holderBackend.acquirePermit(req('mutex', 'ck'))) as PermitLease;
       const got: number[] = [];

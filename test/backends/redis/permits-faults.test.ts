@@ -14,12 +14,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redis } from '../../../src/backends/redis/index.js';
 import { KeyLayout } from '../../../src/backends/redis/keys.js';
-import type {
-  Backend,
-  PermitKind,
-  PermitLease,
-  PermitRequest,
-} from '../../../src/store/backend.js';
+import type { PermitKind, PermitLease, PermitRequest } from '../../../src/store/backend.js';
 import { bounded } from '../../../src/store/boundary.js';
 import { type RedisServer, startRedis } from '../../support/servers.js';
 

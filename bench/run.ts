@@ -4,7 +4,9 @@
  */
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 if (suites.length === 0) {
-  console.error('usage: npm run bench -- <suite...>   (suites: sync, store, redis, postgres)');
+  console.error(
+    'usage: npm run bench -- <suite...>   (suites: sync, store, redis, postgres, named-locks-redis, ...)',
+  );
   process.exit(2);
 }
 for (const name of suites) {

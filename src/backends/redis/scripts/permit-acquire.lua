@@ -24,9 +24,8 @@ if cap and cap ~= permits then return '{"ok":0,"permits":' .. cap .. '}' end
 -- Room freed by a silent expiry goes to the queue first (ourselves included, if queued).
 if head then
   local loc = { self = wid ~= '' and wid or nil }
-  used = permit_serve(H, Q, QA, F, used, now, loc)
+  used, head = permit_serve(H, Q, QA, F, used, now, loc, head)
   if loc.mine then return permit_grant_json(loc.mine) end
-  head = permit_head(Q, QA, now)
 end
 -- Nobody queued (or our own entry lapsed): take the units if they fit.
 if not head and used + weight <= permits then

@@ -91,11 +91,13 @@ end
 -- Hands units to the head of the queue while it fits (FIFO: never past a head that does not).
 -- `used`: units held now. Each waiter served is told by pub/sub, or, when it waits on the
 -- caller's channel (loc.ch), in loc for the script's reply; loc.self (a waiter id) is the caller
--- itself: its grant goes to loc.mine. Returns the units held afterwards.
-local function permit_serve(H, Q, QA, F, used, now, loc)
+-- itself: its grant goes to loc.mine. Returns the units held afterwards and the live head left
+-- (which does not fit), or nil. `head`: the live head, when the caller just looked it up.
+local function permit_serve(H, Q, QA, F, used, now, loc, head)
+  local w = head
   while true do
-    local w = permit_head(Q, QA, now)
-    if not w or used + w.weight > w.permits then return used end
+    w = w or permit_head(Q, QA, now)
+    if not w or used + w.weight > w.permits then return used, w end
     redis.call('LPOP', Q)
     redis.call('HDEL', QA, w.id)
     local fence = permit_grant(H, F, w.owner, w.weight, w.permits, w.lease, now)
@@ -107,5 +109,6 @@ local function permit_serve(H, Q, QA, F, used, now, loc)
     else
       redis.call('PUBLISH', w.ch, w.id .. ' ' .. permit_grant_json(fence))
     end
+    w = nil
   end
 end

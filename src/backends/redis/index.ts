@@ -26,6 +26,13 @@
  *   same process (which then starts before the previous holder resumes). A queued waiter refreshes its queue entry every few
  *   seconds (a dead waiter's entry lapses after 10 s; a dead waiter that was already granted the
  *   lease holds the key at most its leaseMs, like any crashed holder).
+ * - Named locks (`store.mutex`, `store.rwlock`, `store.semaphore`): one FIFO weighted permit pool
+ *   per (kind, name) in four keys of its own hash tag, `<prefix>:{!<kind>:<name>}` (never a
+ *   document's key): holders with their expiry on the server's clock, a wait queue whose entries
+ *   lapse unless their waiter refreshes them, and a fence counter with a TTL. A release grants
+ *   the units to the waiters they admit inside its own script (pub/sub, or the reply for waiters
+ *   of the same process); a timer only backs up a holder that expires silently. An idle pool
+ *   leaves only its expiring fence counter. See permits.ts and scripts/permit-lib.lua.
  * - Redis Cluster: every key of a document shares its hash tag. Batches and multi-key locks
  *   across slots are refused only with `cluster: true` (or an ioredis Cluster client): on a single
  *   node every batch runs in one script. `hashTag` co-locates documents.

@@ -398,7 +398,13 @@ describe('redis permits: identity of a pool', () => {
     expect(held.every((p) => p !== undefined)).toBe(true);
     for (const n of names) {
       const keys = space.layout.permit('mutex', n);
-      for (const k of keys.all) expect(k.indexOf('{')).toBe(k.lastIndexOf('{'));
+      for (const k of keys.all) {
+        // One hash tag per key, the same for all four: one Cluster slot per pool.
+        const open = k.indexOf('{');
+        expect(open).toBe(k.lastIndexOf('{'));
+        const tag = k.slice(open + 1, k.indexOf('}', open));
+        expect(tag).toBe(keys.tag);
+      }
       expect(await b(1).permitsHeld('mutex', n)).toBe(1);
     }
     for (const p of held) await p.release();

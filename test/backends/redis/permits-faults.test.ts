@@ -179,6 +179,38 @@ async function killConnections(name: string): Promise<number> {
   return ids.length;
 }
 
+/** FCALL and EVALSHA calls the server ran so far (this file's own server: only ours). */
+async function scriptCalls(): Promise<number> {
+  const stats = (await admin.info('commandstats')) as string;
+  let n = 0;
+  for (const m of stats.matchAll(/cmdstat_(?:fcall|evalsha|eval):calls=(\d+)/g)) n += Number(m[1]);
+  return n;
+}
+
+describe('no polling', () => {
+  it('a waiter makes no call while it waits: queued once, then granted by the release', async () => {
+    const b = bounded(redis({ url: server.url, prefix }));
+    try {
+      // A long lease: its first renewal (a third of it) falls far outside the window.
+      const holder = (await b.acquirePermit(
+        req('mutex', 'quiet', { leaseMs: 60_000 }),
+      )) as PermitLease;
+      const waiting = b.acquirePermit(req('mutex', 'quiet', { timeoutMs: 20_000 }));
+      const queue = layout.permit('mutex', 'quiet').queue;
+      for (let i = 0; i < 2_000 && (await admin.llen(queue)) < 1; i++) await sleep(2);
+      const before = await scriptCalls();
+      // A poller at redis-semaphore's 10 ms would have made ~100 calls by now, redlock's ~4.
+      await sleep(1_000);
+      expect(await scriptCalls()).toBe(before);
+      await holder.release();
+      const p = (await guard(waiting, 20_000, 'the waiter')) as PermitLease;
+      await p.release();
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('connection faults', () => {
   it("CLIENT KILL of the waiters' connections while they wait: every waiter gets its permit, the pool ends idle", async () => {
     const holderBackend = bounded(redis({ url: server.url, prefix }));

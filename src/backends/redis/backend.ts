@@ -282,13 +282,27 @@ export class RedisBackend implements Backend {
   /**
    * Takes `weight` units of a named pool; see permits.ts and PermitRequest. The request is
    * well-formed (the boundary checks it).
+   *
+   * @example
+   * ```ts
+   * const permit = await backend.acquirePermit({ kind: 'mutex', name: 'nightly', permits: 1,
+   *   weight: 1, leaseMs: 30_000, renew: true, nowait: false });
+   * await permit?.release();
+   * ```
    */
   async acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
     this.#assertOpen();
     return this.#permits.acquire(request);
   }
 
-  /** Units of the pool `(kind, name)` held now by live leases (server clock). */
+  /**
+   * Units of the pool `(kind, name)` held now by live leases (server clock).
+   *
+   * @example
+   * ```ts
+   * await backend.permitsHeld('semaphore', 'payment-api'); // 3
+   * ```
+   */
   async permitsHeld(kind: PermitKind, name: string): Promise<number> {
     this.#assertOpen();
     return this.#permits.held(kind, name);

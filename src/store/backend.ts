@@ -381,6 +381,13 @@ export interface PermitLease {
 export interface BackendCapabilities {
   /** Several processes (or machines) can share this backend's documents and locks. */
   readonly sharedAcrossProcesses: boolean;
+  /**
+   * Worker threads of one process can share this backend's documents and locks: true for a
+   * `remoteBackend` (lockstep/threads: a backend served by another thread). Absent: the same as
+   * `sharedAcrossProcesses` (a backend shared by processes is shared by threads too; a memory
+   * backend lives in one thread unless it is served with `serveBackend`).
+   */
+  readonly sharedAcrossThreads?: boolean;
   /** Documents survive the process that wrote them. */
   readonly durable: boolean;
   /**

@@ -17,6 +17,10 @@
  * // worker.js: const m = Mutex.from(workerData.mutex);
  * //            await m.run(() => { workerData.counter[0] += 1; });
  * ```
+ *
+ * The store across threads: `serveBackend(backend)` in the thread that owns a backend, and
+ * `createStore(remoteBackend(handle))` in each worker (one handle per client, its port
+ * transferred): every worker sees one store, leases and fences included.
  */
 export type { AcquireOptions, Permit } from '../sync/permit.js';
 export type { MutexHandle, MutexOptions } from './mutex.js';
@@ -26,3 +30,7 @@ export { RWLock } from './rwlock.js';
 export type { SemaphoreAcquireOptions, SemaphoreHandle, SemaphoreOptions } from './semaphore.js';
 export { Semaphore } from './semaphore.js';
 export type { Reclaimed } from './watch.js';
+export type { BackendHandle } from './protocol.js';
+export { RemoteBackend, remoteBackend } from './remote-backend.js';
+export type { BackendServer } from './serve-backend.js';
+export { serveBackend } from './serve-backend.js';

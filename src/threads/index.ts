@@ -25,12 +25,12 @@
 export type { AcquireOptions, Permit } from '../sync/permit.js';
 export type { MutexHandle, MutexOptions } from './mutex.js';
 export { Mutex } from './mutex.js';
+export type { BackendHandle } from './protocol.js';
+export { RemoteBackend, remoteBackend } from './remote-backend.js';
 export type { RWLockHandle, RWLockOptions } from './rwlock.js';
 export { RWLock } from './rwlock.js';
 export type { SemaphoreAcquireOptions, SemaphoreHandle, SemaphoreOptions } from './semaphore.js';
 export { Semaphore } from './semaphore.js';
-export type { Reclaimed } from './watch.js';
-export type { BackendHandle } from './protocol.js';
-export { RemoteBackend, remoteBackend } from './remote-backend.js';
 export type { BackendServer } from './serve-backend.js';
 export { serveBackend } from './serve-backend.js';
+export type { Reclaimed } from './watch.js';

@@ -24,7 +24,11 @@ function id(namespace: string, model: string, key: string): string {
 }
 
 /** Records `p` (a write of `writes`) as in flight until it settles. */
-export function trackWrites(namespace: string, writes: readonly DocWrite[], p: Promise<unknown>): void {
+export function trackWrites(
+  namespace: string,
+  writes: readonly DocWrite[],
+  p: Promise<unknown>,
+): void {
   const done = p.then(
     () => undefined,
     () => undefined,

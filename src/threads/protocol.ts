@@ -188,7 +188,12 @@ export type WireError =
       readonly props: Record<string, unknown>;
       readonly cause?: WireError;
     }
-  | { readonly as: 'error'; readonly name: string; readonly message: string; readonly stack?: string }
+  | {
+      readonly as: 'error';
+      readonly name: string;
+      readonly message: string;
+      readonly stack?: string;
+    }
   | { readonly as: 'value'; readonly value: unknown }
   /** The owner's call was stopped by the client's signal number `signal`. */
   | { readonly as: 'aborted'; readonly signal: number }
@@ -337,10 +342,7 @@ function stripObject(
  * Takes functions and signals out of `args` (top level, own properties, own properties of array
  * elements), in the order the owner fills them back ({@link fill}).
  */
-export function strip(
-  args: unknown[],
-  kept: Kept,
-): { args: unknown[]; holes: Hole[] | undefined } {
+export function strip(args: unknown[], kept: Kept): { args: unknown[]; holes: Hole[] | undefined } {
   const holes: Hole[] = [];
   const out = args.slice();
   for (let i = 0; i < out.length; i++) {
@@ -377,7 +379,11 @@ export function strip(
  * Puts a value back into every hole of `args` (which the owner owns: they were cloned):
  * `make(kind, n)` gives the n-th function (a proxy) or the n-th signal.
  */
-export function fill(args: unknown[], holes: Hole[], make: (kind: 'f' | 's', n: number) => unknown): void {
+export function fill(
+  args: unknown[],
+  holes: Hole[],
+  make: (kind: 'f' | 's', n: number) => unknown,
+): void {
   let fns = 0;
   let signals = 0;
   for (const [kind, arg, a, b] of holes) {

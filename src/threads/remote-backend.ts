@@ -263,11 +263,12 @@ class ClientConnection {
       failed(err);
       return;
     }
-    if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
-      (out as Promise<unknown>).then(
-        (v) => this.#send([ANSWER, inv, true, cloneable(v)]),
-        failed,
-      );
+    if (
+      out !== null &&
+      typeof out === 'object' &&
+      typeof (out as Promise<unknown>).then === 'function'
+    ) {
+      (out as Promise<unknown>).then((v) => this.#send([ANSWER, inv, true, cloneable(v)]), failed);
     } else {
       this.#send([ANSWER, inv, true, out === undefined ? undefined : cloneable(out)]);
     }
@@ -438,7 +439,8 @@ export class RemoteBackend implements Backend {
 
   acquire(request: LeaseRequest): Promise<Lease | undefined> {
     const wait = waitForWrites(this.namespace, request.model, request.keys, request.signal);
-    if (wait === undefined) return this.#conn.call(0, 'acquire', [request]) as Promise<Lease | undefined>;
+    if (wait === undefined)
+      return this.#conn.call(0, 'acquire', [request]) as Promise<Lease | undefined>;
     return wait.then(() => this.#conn.call(0, 'acquire', [request]) as Promise<Lease | undefined>);
   }
 

@@ -381,7 +381,10 @@ export function serveBackend(backend: Backend, port?: MessagePort): BackendServe
     typeof backend !== 'object' ||
     typeof (backend as Partial<Backend>).acquire !== 'function'
   ) {
-    throw invalid('serveBackend', `expected a Backend (e.g. memory()), got ${describeValue(backend)}`);
+    throw invalid(
+      'serveBackend',
+      `expected a Backend (e.g. memory()), got ${describeValue(backend)}`,
+    );
   }
   const open = new Set<Connection>();
   let closed = false;

@@ -33,6 +33,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
+import type { Plan } from './batch.js';
 import { closedError } from './closed.js';
 import { Documents, snapshot } from './documents.js';
 import { Leases } from './leases.js';
@@ -134,10 +135,28 @@ export class MemoryBackend implements Backend {
   write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
     try {
       if (this.#leases.gate.mustWait(writes)) return this.#afterLeases(writes, options);
-      return this.#writer.write(writes);
+      return this.#writer.write(writes, (first) => this.#gated(writes, options, first));
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * A write that awaits an async post-check (or a reservation) holds the write gate's shared
+   * permit on its documents until it installed or gave up: an exclusive default-action lease
+   * asked for meanwhile waits for it, so it is never granted between the write's evaluation and
+   * its install (the holder would then meet the write's fields as a conflict at commit).
+   */
+  #gated(
+    writes: readonly DocWrite[],
+    options: WriteOptions | undefined,
+    first: Plan | undefined,
+  ): Promise<WriteResult> {
+    // A write that gives up waiting never awaits its checks: they must not go unhandled.
+    for (const p of first?.pending ?? []) p.promise.catch(() => {});
+    return this.#leases.gate.pass(writes, options, () =>
+      this.#writer.run(writes, undefined, first),
+    );
   }
 
   /** The slow path of {@link write}, in its own method: the fast one allocates no closure. */

@@ -41,14 +41,23 @@ export class Writer {
     return this.#reserved.size;
   }
 
-  /** A plain write (the batch is already validated). */
-  write(writes: readonly DocWrite[]): Promise<WriteResult> {
+  /**
+   * A plain write (the batch is already validated). When it cannot settle in one synchronous
+   * step (an async post-check, or a reservation pending), `slow` runs the rest: the backend
+   * passes the write gate there, so that no exclusive lease is granted on its documents between
+   * the evaluation and the install.
+   */
+  write(
+    writes: readonly DocWrite[],
+    slow: (first: Plan | undefined) => Promise<WriteResult> = (first) =>
+      this.run(writes, undefined, first),
+  ): Promise<WriteResult> {
     // The common case settles synchronously: no reservation pending, no async post-check.
     if (this.#reserved.size === 0) {
       const out = this.attempt(writes, undefined);
-      return 'slots' in out ? this.run(writes, undefined, out) : Promise.resolve(out);
+      return 'slots' in out ? slow(out) : Promise.resolve(out);
     }
-    return this.run(writes, undefined, undefined);
+    return slow(undefined);
   }
 
   /**

@@ -131,6 +131,34 @@ describe('memory write gate', () => {
     await l.release();
   });
 
+  it('an ungated write whose post-check is async holds the document too: a lease asked for meanwhile waits and sees it, its commit meets no conflict', async () => {
+    // Found by the threads conformance runner, where every schema check is a round trip to the
+    // client's thread: a lease granted between the write's evaluation and its install read the
+    // document before the write, and its commit was refused with `conflict`.
+    const b = await fresh('k');
+    let release!: (v: CheckIssue[] | undefined) => void;
+    const checked = new Promise<CheckIssue[] | undefined>((r) => {
+      release = r;
+    });
+    const slow = b.write([{ ...append('k', 'slow'), check: () => checked } as DocWrite]);
+    const next = b.acquire(req(['k']));
+    let granted = false;
+    void next.then(() => {
+      granted = true;
+    });
+    await tick();
+    expect(granted).toBe(false); // the write holds the document while its check runs
+    release(undefined);
+    expect((await slow).applied).toBe(true);
+    const l = await must(next);
+    expect(l.docs[0]?.data.l).toStrictEqual(['slow']);
+    const r = await l.commit([
+      { ...append('k', 'mine'), fieldsUnchangedSince: l.docs[0]?.version } as DocWrite,
+    ]);
+    expect(r.applied).toBe(true);
+    expect(await list(b, 'k')).toStrictEqual(['slow', 'mine']);
+  });
+
   it('timeout and abort leave nothing queued; the write never lands later', async () => {
     const b = await fresh('k');
     const lease = await must(b.acquire(req(['k'])));

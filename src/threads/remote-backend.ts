@@ -301,6 +301,8 @@ class ClientConnection {
     if (this.#ended) return;
     this.#send([BYE]);
     this.#flush();
+    // Waiting for the answer keeps this thread alive (a pending call does the same).
+    this.#port.ref();
     await this.#bye;
     this.#end(why);
   }

@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { type TransferListItem, Worker } from 'node:worker_threads';
 import { build } from 'esbuild';
 
 const outDir = mkdtempSync(join(tmpdir(), 'lockstep-threads-'));
@@ -39,9 +39,18 @@ async function bundle(file: string): Promise<string> {
   return out;
 }
 
-/** Starts `test/threads/<file>` in a worker with `workerData`. */
-export async function startWorker(file: string, workerData: unknown): Promise<Worker> {
-  return new Worker(await bundled(file), { workerData, stdout: false, stderr: false });
+/** Starts `test/threads/<file>` in a worker with `workerData` (and the ports it carries). */
+export async function startWorker(
+  file: string,
+  workerData: unknown,
+  transferList?: TransferListItem[],
+): Promise<Worker> {
+  return new Worker(await bundled(file), {
+    workerData,
+    stdout: false,
+    stderr: false,
+    ...(transferList ? { transferList } : {}),
+  });
 }
 
 /** The repository root (for child processes). */

@@ -100,6 +100,8 @@ export type ObjectKind = keyof typeof KINDS;
 export interface GoneState {
   readonly lost: boolean;
   readonly why: string;
+  /** The lock's name for messages (`permitName`, `lockName`). */
+  readonly label: string;
 }
 
 /** What a call to an object that is gone answers, per kind and method. */
@@ -127,6 +129,17 @@ export const KINDS = {
       release: (state) => ({ value: !state.lost }),
     } as Record<string, Gone>,
   },
+  /** A permit of a named pool (`Backend.acquirePermit`). */
+  permit: {
+    fields: ['fence'],
+    ends: ['release'],
+    gone: {
+      extend: (state) => ({
+        error: new LeaseLostError(state.label, state.lost ? state.why : 'it was already released'),
+      }),
+      release: (state) => ({ value: !state.lost }),
+    } as Record<string, Gone>,
+  },
 } as const;
 
 /**
@@ -148,10 +161,19 @@ export function goneAnswer(
 }
 
 /** Methods of the backend or of a kind that answer with a live object, and its kind. */
-export const RETURNS: Readonly<Record<string, ObjectKind>> = { acquire: 'lease' };
+export const RETURNS: Readonly<Record<string, ObjectKind>> = {
+  acquire: 'lease',
+  acquirePermit: 'permit',
+};
 
-/** The methods of the backend a client may call. */
-export const BACKEND_METHODS: ReadonlySet<string> = new Set(['read', 'write', 'acquire']);
+/** The methods of the backend a client may call (the optional ones where the backend has them). */
+export const BACKEND_METHODS = [
+  'read',
+  'write',
+  'acquire',
+  'acquirePermit',
+  'permitsHeld',
+] as const;
 
 /** The kind of a handle (see {@link BackendHandle}). */
 export const HANDLE_KIND = 'lockstep/threads:Backend';
@@ -176,6 +198,8 @@ export interface BackendHandle {
   readonly namespace: string;
   /** The served backend's capabilities. */
   readonly supports: BackendCapabilities;
+  /** The methods of {@link BACKEND_METHODS} the served backend implements. */
+  readonly methods: readonly string[];
 }
 
 /** An error as it crosses the port. */

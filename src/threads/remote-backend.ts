@@ -28,10 +28,14 @@ import type {
   DocWrite,
   Lease,
   LeaseRequest,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   StoredDoc,
   WriteOptions,
   WriteResult,
 } from '../store/backend.js';
+import { lockName, permitName } from '../store/names.js';
 import { describeValue, invalid } from './options.js';
 import { trackWrites, waitForWrites } from './program-order.js';
 import {
@@ -73,6 +77,8 @@ interface Pending {
   thrown: Map<number, unknown> | undefined;
   /** A write: if the connection ends first, it may or may not have landed. */
   write: boolean;
+  /** The lock's name, for an object the call answers with. */
+  label: string;
 }
 
 /** The client's end of one connection. */
@@ -105,7 +111,13 @@ class ClientConnection {
   }
 
   /** Calls `method` of `target` (0: the backend), resolving with the owner's answer. */
-  call(target: number, method: string, args: unknown[], write = false): Promise<unknown> {
+  call(
+    target: number,
+    method: string,
+    args: unknown[],
+    write = false,
+    label = '',
+  ): Promise<unknown> {
     if (this.#ended) return Promise.reject(this.#ended);
     let kept: Kept | undefined;
     let sent = args;
@@ -125,7 +137,15 @@ class ClientConnection {
     }
     const id = this.#nextCall++;
     return new Promise<unknown>((resolve, reject) => {
-      const p: Pending = { resolve, reject, kept, onAbort: undefined, thrown: undefined, write };
+      const p: Pending = {
+        resolve,
+        reject,
+        kept,
+        onAbort: undefined,
+        thrown: undefined,
+        write,
+        label,
+      };
       if (signals !== undefined && signals.length > 0) {
         p.onAbort = signals.map((s, n) => {
           const on = () => this.#send([ABORT, id, n]);
@@ -207,7 +227,7 @@ class ClientConnection {
           const wire = f[3];
           if (wire === undefined) p?.resolve(f[2]);
           else {
-            const o = makeObject(this, wire);
+            const o = makeObject(this, wire, p?.label ?? '');
             if (p) p.resolve(o);
             // Nobody waits for it any more (the connection ends): give it back.
             else void o.call('release', []).catch(() => {});
@@ -290,7 +310,7 @@ class ClientConnection {
       );
     }
     for (const o of [...this.#objects.values()]) {
-      o.markLost(new LeaseLostError('a lease of a remote backend', why.message));
+      o.markLost(new LeaseLostError(o.label, why.message));
     }
     this.#objects.clear();
     this.#port.close();
@@ -312,6 +332,8 @@ class ClientConnection {
 class RemoteObject {
   readonly id: number;
   readonly kind: ObjectKind;
+  /** The lock's name for messages. */
+  readonly label: string;
   readonly #conn: ClientConnection;
   #lost = false;
   #why = '';
@@ -323,10 +345,11 @@ class RemoteObject {
   /** Answers memoized per method (a second release resolves what the first did). */
   readonly #memo = new Map<string, Promise<unknown>>();
 
-  constructor(conn: ClientConnection, id: number, kind: ObjectKind) {
+  constructor(conn: ClientConnection, wire: ObjectWire, label: string) {
     this.#conn = conn;
-    this.id = id;
-    this.kind = kind;
+    this.id = wire.id;
+    this.kind = wire.kind;
+    this.label = label;
   }
 
   get lost(): boolean {
@@ -354,7 +377,7 @@ class RemoteObject {
     if (memo !== undefined) return memo;
     let p: Promise<unknown>;
     if (this.#lost || this.#ended) {
-      const state: GoneState = { lost: this.#lost, why: this.#why };
+      const state: GoneState = { lost: this.#lost, why: this.#why, label: this.label };
       const answer = goneAnswer(this.kind, method, state);
       if (answer === undefined) p = Promise.reject(invalid('remoteBackend', `no method ${method}`));
       else if ('error' in answer) p = Promise.reject(answer.error);
@@ -377,8 +400,8 @@ class RemoteLease extends RemoteObject implements Lease {
   readonly docs: ReadonlyArray<StoredDoc | undefined>;
   readonly fences: readonly number[];
 
-  constructor(conn: ClientConnection, wire: ObjectWire) {
-    super(conn, wire.id, 'lease');
+  constructor(conn: ClientConnection, wire: ObjectWire, label: string) {
+    super(conn, wire, label);
     this.docs = wire.fields.docs as ReadonlyArray<StoredDoc | undefined>;
     this.fences = wire.fields.fences as readonly number[];
   }
@@ -392,9 +415,40 @@ class RemoteLease extends RemoteObject implements Lease {
   }
 }
 
+/** A permit of a named pool held through the owner. */
+class RemotePermit extends RemoteObject implements PermitLease {
+  readonly fence: number;
+
+  constructor(conn: ClientConnection, wire: ObjectWire, label: string) {
+    super(conn, wire, label);
+    this.fence = wire.fields.fence as number;
+  }
+
+  extend(ms?: number): Promise<void> {
+    return this.call('extend', ms === undefined ? [] : [ms]) as Promise<void>;
+  }
+
+  release(): Promise<boolean> {
+    return this.call('release', []) as Promise<boolean>;
+  }
+}
+
+/** The client's class per kind of live object (one line per kind of `KINDS`). */
+const MAKERS: Record<
+  ObjectKind,
+  new (
+    c: ClientConnection,
+    w: ObjectWire,
+    label: string,
+  ) => RemoteObject
+> = {
+  lease: RemoteLease,
+  permit: RemotePermit,
+};
+
 /** The object of the kind a wire description names. */
-function makeObject(conn: ClientConnection, wire: ObjectWire): RemoteObject {
-  const o = new RemoteLease(conn, wire);
+function makeObject(conn: ClientConnection, wire: ObjectWire, label: string): RemoteObject {
+  const o = new MAKERS[wire.kind](conn, wire, label);
   conn.adopt(o);
   return o;
 }
@@ -422,6 +476,10 @@ export class RemoteBackend implements Backend {
     // Shared across threads by construction; across processes only if the served backend is.
     this.supports = { ...handle.supports, sharedAcrossThreads: true };
     this.#conn = new ClientConnection(handle.port);
+    // What the served backend lacks, this one lacks too (the store then says it is unsupported).
+    for (const m of ['acquirePermit', 'permitsHeld'] as const) {
+      if (!handle.methods.includes(m)) Object.defineProperty(this, m, { value: undefined });
+    }
   }
 
   read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>> {
@@ -440,10 +498,24 @@ export class RemoteBackend implements Backend {
   }
 
   acquire(request: LeaseRequest): Promise<Lease | undefined> {
+    const label = lockName(request.model, request.keys, request.action);
+    const send = () =>
+      this.#conn.call(0, 'acquire', [request], false, label) as Promise<Lease | undefined>;
     const wait = waitForWrites(this.namespace, request.model, request.keys, request.signal);
-    if (wait === undefined)
-      return this.#conn.call(0, 'acquire', [request]) as Promise<Lease | undefined>;
-    return wait.then(() => this.#conn.call(0, 'acquire', [request]) as Promise<Lease | undefined>);
+    return wait === undefined ? send() : wait.then(send);
+  }
+
+  /** Named-lock permits (only where the served backend has them; see `handle.methods`). */
+  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
+    const label = permitName(request.kind, request.name);
+    return this.#conn.call(0, 'acquirePermit', [request], false, label) as Promise<
+      PermitLease | undefined
+    >;
+  }
+
+  /** Units of a named pool held right now (where the served backend has named locks). */
+  permitsHeld(kind: PermitKind, name: string): Promise<number> {
+    return this.#conn.call(0, 'permitsHeld', [kind, name]) as Promise<number>;
   }
 
   /**

@@ -211,7 +211,7 @@ class Connection {
     let live: Live | undefined;
     try {
       if (target === 0) {
-        if (!BACKEND_METHODS.has(method)) {
+        if (!(BACKEND_METHODS as readonly string[]).includes(method)) {
           throw invalid('remoteBackend', `no backend method ${describeValue(method)} to call`);
         }
         const fn = (this.#backend as unknown as Record<string, (...a: unknown[]) => unknown>)[
@@ -262,6 +262,7 @@ class Connection {
     const answer = goneAnswer(undefined, method, {
       lost: true,
       why: 'it was lost before this call arrived',
+      label: 'the lease',
     });
     if (answer === undefined) {
       return Promise.reject(invalid('remoteBackend', `no method ${describeValue(method)}`));
@@ -399,6 +400,9 @@ export function serveBackend(backend: Backend, port?: MessagePort): BackendServe
     name: backend.name,
     namespace: backend.namespace,
     supports: { ...backend.supports },
+    methods: BACKEND_METHODS.filter(
+      (m) => typeof (backend as unknown as Record<string, unknown>)[m] === 'function',
+    ),
   });
   if (port !== undefined) serve(port);
   return {

@@ -14,5 +14,12 @@ conformance('threads (memory served by a worker)', async () => {
     cleanup: async () => {
       await owner.worker.terminate();
     },
+    // The owner's memory backend counts (pools are dropped when idle).
+    namedLockResidue: async () => {
+      const { permitPools, permitLeases, timers } = await owner.stats();
+      return Object.entries({ permitPools, permitLeases, timers })
+        .filter(([, n]) => n !== 0)
+        .map(([k, n]) => `${k}: ${n}`);
+    },
   };
 });

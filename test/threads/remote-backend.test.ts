@@ -63,6 +63,30 @@ describe('remoteBackend / serveBackend', () => {
     });
   });
 
+  it('a worker terminated while it holds a named mutex (store.mutex, leaseMs 60 s) loses it at once; nothing stays held', async () => {
+    await withOwner(async (owner) => {
+      const store = createStore(remoteBackend(await owner.handle()));
+      const holder = await storeWorker(owner, { mode: 'hold-mutex', model: 'unused', n: 0 });
+      await noHang(
+        message(holder, (m) => m === 'holding'),
+        'the worker holds the mutex',
+      );
+      const mutex = store.mutex('m');
+      expect(await mutex.tryAcquire()).toBeUndefined();
+      await holder.terminate();
+      const permit = await noHang(
+        mutex.acquire({ timeoutMs: 20_000 }),
+        'mutex after the holder',
+        25_000,
+      );
+      expect(permit.fence).toBeGreaterThan(1);
+      await permit.release();
+      await store.close();
+      expect(await owner.stats()).toMatchObject({ permitLeases: 0, permitPools: 0 });
+      expect(await owner.connections()).toBe(0);
+    });
+  });
+
   it('4 workers and the main thread increment one counter with lock and apply through one served backend: the total is exact; workers exit by themselves after close()', async () => {
     await withOwner(async (owner) => {
       const store = createStore(remoteBackend(await owner.handle()));

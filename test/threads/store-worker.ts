@@ -1,6 +1,7 @@
 /**
  * A worker that opens `createStore(remoteBackend(workerData.backend))` and, by `workerData.mode`:
  * - `hold`: locks counter "k" and never returns (posts 'holding'), so the test can terminate it;
+ * - `hold-mutex`: the same with the named mutex "m" (`store.mutex`);
  * - `increment`: `n` lock-increments and `n` apply-increments of counter "k", then closes the
  *   store and ends by itself (posts 'done').
  */
@@ -11,14 +12,22 @@ import { type BackendHandle, remoteBackend } from '../../src/threads/index.js';
 
 const { backend, mode, n, model } = workerData as {
   backend: BackendHandle;
-  mode: 'hold' | 'increment';
+  mode: 'hold' | 'hold-mutex' | 'increment';
   n: number;
   model: string;
 };
 const store = createStore(remoteBackend(backend));
 const Counter = store.model(model, z.object({ n: z.number().int() }));
 
-if (mode === 'hold') {
+if (mode === 'hold-mutex') {
+  setInterval(() => {}, 1_000);
+  void store.mutex('m', { leaseMs: 60_000 }).run(() => {
+    parentPort?.postMessage('holding');
+    return new Promise<void>(() => {});
+  });
+} else if (mode === 'hold') {
+  // Stays alive until terminated (a never-settling promise alone would let the thread end).
+  setInterval(() => {}, 1_000);
   void Counter.lock(
     'k',
     (d) => {

@@ -18,7 +18,7 @@ import { MAX_UNITS } from '../sync/wait-queue.js';
 import { labelOf, openHandle, ringOption } from './mutex.js';
 import { checkCount, nameOption } from './options.js';
 import { KIND_RWLOCK, SharedQueue } from './shared-queue.js';
-import { acquireShared, runShared } from './waiting.js';
+import { acquireShared, acquireSharedSync, runShared } from './waiting.js';
 import { type Reclaimed, watchWorker } from './watch.js';
 
 /**
@@ -138,6 +138,44 @@ export class RWLock {
    */
   acquireWrite(options?: AcquireOptions): Promise<Permit> {
     return acquireShared(this.queue, MAX_UNITS, this.writeLabel, options, 'RWLock.acquireWrite');
+  }
+
+  /**
+   * Waits for a read lock BLOCKING this thread (`Atomics.wait`), in the same FIFO queue as
+   * `acquireRead()`: for code in a worker that cannot await. Throws `LockTimeoutError` after
+   * `timeoutMs`, leaving nothing queued. It stops this thread's event loop while it waits: never
+   * call it on a thread that must stay responsive, nor while this thread holds the write lock.
+   *
+   * @example
+   * ```ts
+   * const permit = lock.acquireReadSync({ timeoutMs: 1_000 });
+   * try { y = predict(weights, x); } finally { permit.release(); }
+   * ```
+   */
+  acquireReadSync(options?: { timeoutMs?: number }): Permit {
+    return acquireSharedSync(this.queue, 1, this.readLabel, options, 'RWLock.acquireReadSync');
+  }
+
+  /**
+   * Waits for the write lock BLOCKING this thread (`Atomics.wait`), in the same FIFO queue as
+   * `acquireWrite()`. Throws `LockTimeoutError` after `timeoutMs`, leaving nothing queued. It
+   * stops this thread's event loop while it waits: never call it on a thread that must stay
+   * responsive, nor while this thread holds the lock (read or write).
+   *
+   * @example
+   * ```ts
+   * const permit = lock.acquireWriteSync({ timeoutMs: 1_000 });
+   * try { train(weights, batch); } finally { permit.release(); }
+   * ```
+   */
+  acquireWriteSync(options?: { timeoutMs?: number }): Permit {
+    return acquireSharedSync(
+      this.queue,
+      MAX_UNITS,
+      this.writeLabel,
+      options,
+      'RWLock.acquireWriteSync',
+    );
   }
 
   /**

@@ -15,7 +15,7 @@ import { UnitPermit } from '../sync/permit.js';
 import { labelOf, openHandle, ringOption } from './mutex.js';
 import { checkCount, describeValue, invalid, nameOption } from './options.js';
 import { KIND_SEMAPHORE, SharedQueue } from './shared-queue.js';
-import { acquireShared, runShared } from './waiting.js';
+import { acquireShared, acquireSharedSync, runShared } from './waiting.js';
 import { type Reclaimed, watchWorker } from './watch.js';
 
 /** Largest capacity (units are counted in a 32-bit word). */
@@ -142,6 +142,25 @@ export class Semaphore {
       return Promise.reject(err);
     }
     return acquireShared(this.queue, weight, this.label, options, 'Semaphore.acquire');
+  }
+
+  /**
+   * Waits for `weight` permits (default 1) BLOCKING this thread (`Atomics.wait`), in the same
+   * FIFO queue as `acquire()`: for code in a worker that cannot await. Throws `LockTimeoutError`
+   * after `timeoutMs`, leaving nothing queued. It stops this thread's event loop while it waits:
+   * never call it on a thread that must stay responsive, nor while this thread holds permits
+   * that the ones it waits for need.
+   *
+   * @example
+   * ```ts
+   * const permit = sem.acquireSync({ weight: 2, timeoutMs: 1_000 });
+   * try { infer(batch); } finally { permit.release(); }
+   * ```
+   */
+  acquireSync(options?: { weight?: number; timeoutMs?: number }): Permit {
+    const weight =
+      options?.weight === undefined ? 1 : this.checkWeight(options.weight, 'Semaphore.acquireSync');
+    return acquireSharedSync(this.queue, weight, this.label, options, 'Semaphore.acquireSync');
   }
 
   /**

@@ -2,7 +2,7 @@
  * A worker of the threads tests: rebuilds a primitive from its handle and runs a job on it.
  * Jobs: "hammer" (on "go", N non-atomic read-modify-writes of a shared counter under the lock,
  * each with an await inside), "queue" (one acquisition queued now, logged when granted, held until told),
- * "sync-hammer" (the same with the blocking Mutex.acquireSync), "hold" (takes the lock and reports, then never releases), "readers" (an RWLock: 3 reads for
+ * "sync-hammer" (the same with the blocking acquireSync of each primitive), "hold" (takes the lock and reports, then never releases), "readers" (an RWLock: 3 reads for
  * each write, counting any reader that meets a writer or writer that meets anyone).
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
@@ -63,15 +63,37 @@ async function main(): Promise<void> {
     return;
   }
   if (d.job === 'sync-hammer') {
-    // Mutex.acquireSync: this thread blocks while it waits; the read-modify-write spans a spin
-    const m = Mutex.from(d.handle);
+    // The blocking acquires (Mutex.acquireSync, RWLock.acquireWriteSync/acquireReadSync,
+    // Semaphore.acquireSync with every permit): this thread blocks while it waits; the
+    // read-modify-write spans a spin. RWLock readers check that nothing moves while they read
+    // (c[3] counts the reads that saw a write).
+    const take = (() => {
+      if (d.kind === 'mutex') {
+        const m = Mutex.from(d.handle);
+        return () => m.acquireSync();
+      }
+      if (d.kind === 'rwlock') {
+        const l = RWLock.from(d.handle);
+        return () => l.acquireWriteSync();
+      }
+      const s = Semaphore.from(d.handle);
+      return () => s.acquireSync({ weight: s.capacity });
+    })();
+    const reader = d.kind === 'rwlock' ? RWLock.from(d.handle) : undefined;
     await new Promise<void>((resolve) => port.once('message', () => resolve()));
     for (let i = 0; i < (d.iterations ?? 1000); i++) {
-      const permit = m.acquireSync();
+      const permit = take();
       const v = c[0]!;
       for (let k = 0; k < 200; k++) Atomics.load(c, 1);
       c[0] = v + 1;
       permit.release();
+      if (reader) {
+        const r = reader.acquireReadSync({ timeoutMs: 30_000 });
+        const before = c[0]!;
+        for (let k = 0; k < 200; k++) Atomics.load(c, 1);
+        if (c[0] !== before) Atomics.add(c, 3, 1);
+        r.release();
+      }
     }
     port.postMessage({ done: true });
     return;

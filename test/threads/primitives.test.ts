@@ -120,40 +120,73 @@ for (let round = 0; round < REPEAT; round++) {
       }
     });
 
-    it('mutex: acquireSync in 4 workers (blocking) and run() on the main thread share one queue; the total is exact', async () => {
-      const m = new Mutex({ name: 'sync' });
-      const c = new Int32Array(new SharedArrayBuffer(8));
-      const workers = await Promise.all(
-        Array.from({ length: WORKERS }, () =>
-          startWorker('./hammer-worker.ts', {
-            kind: 'mutex',
-            handle: m.handle,
-            job: 'sync-hammer',
-            counter: c,
-            iterations: ITERATIONS,
-          }),
-        ),
-      );
-      try {
-        const done = workers.map((w) =>
-          message<{ done?: boolean; error?: string }>(w, (x) => !!x.done || !!x.error),
+    for (const kind of ['mutex', 'rwlock', 'semaphore'] as const) {
+      it(`${kind}: the blocking acquireSync in 4 workers and run() on the main thread share one queue; the total is exact`, async () => {
+        const p = make(kind);
+        const c = new Int32Array(new SharedArrayBuffer(16));
+        const workers = await Promise.all(
+          Array.from({ length: WORKERS }, () =>
+            startWorker('./hammer-worker.ts', {
+              kind,
+              handle: p.handle,
+              job: 'sync-hammer',
+              counter: c,
+              iterations: ITERATIONS,
+            }),
+          ),
         );
-        for (const w of workers) w.postMessage('go');
-        for (let i = 0; i < ITERATIONS; i++) {
-          await m.run(async () => {
-            const v = c[0]!;
-            await new Promise<void>((r) => setImmediate(r));
-            c[0] = v + 1;
-          });
+        try {
+          const done = workers.map((w) =>
+            message<{ done?: boolean; error?: string }>(w, (x) => !!x.done || !!x.error),
+          );
+          for (const w of workers) w.postMessage('go');
+          for (let i = 0; i < ITERATIONS; i++) {
+            await p.exclusive(async () => {
+              const v = c[0]!;
+              await new Promise<void>((r) => setImmediate(r));
+              c[0] = v + 1;
+            });
+          }
+          const results = await noHang(Promise.all(done), 'acquireSync hammer');
+          for (const r of results) expect(r.error).toBeUndefined();
+          expect(c[0]).toBe((WORKERS + 1) * ITERATIONS);
+          expect(c[3], 'reads that saw a write').toBe(0);
+          expect(p.free()).toBe(true);
+          expect(p.lock.waiting).toBe(0);
+        } finally {
+          await stopAll(workers);
         }
-        const results = await noHang(Promise.all(done), 'acquireSync hammer');
-        for (const r of results) expect(r.error).toBeUndefined();
-        expect(c[0]).toBe((WORKERS + 1) * ITERATIONS);
-        expect(m.isLocked).toBe(false);
-        expect(m.waiting).toBe(0);
-      } finally {
-        await stopAll(workers);
-      }
+      });
+    }
+
+    it('rwlock and semaphore: acquireSync times out leaving nothing queued, refuses a signal and a bad weight', () => {
+      const l = new RWLock({ name: 'sync' });
+      const w = l.tryAcquireWrite()!;
+      expect(() => l.acquireReadSync({ timeoutMs: 20 })).toThrow(LockTimeoutError);
+      expect(() => l.acquireWriteSync({ timeoutMs: 0 })).toThrow(LockTimeoutError);
+      expect(l.waiting).toBe(0);
+      expect(() => l.acquireReadSync({ signal: new AbortController().signal } as never)).toThrow(
+        ValidationError,
+      );
+      w.release();
+      const r1 = l.acquireReadSync({ timeoutMs: 20 });
+      const r2 = l.acquireReadSync({ timeoutMs: 20 });
+      expect(l.readers).toBe(2);
+      expect(() => l.acquireWriteSync({ timeoutMs: 10 })).toThrow(LockTimeoutError);
+      r1.release();
+      r2.release();
+      l.acquireWriteSync({ timeoutMs: 20 }).release();
+      expect(l.isLocked).toBe(false);
+
+      const s = new Semaphore(3, { name: 'sync' });
+      const two = s.acquireSync({ weight: 2 });
+      expect(s.available).toBe(1);
+      expect(() => s.acquireSync({ weight: 2, timeoutMs: 10 })).toThrow(LockTimeoutError);
+      expect(s.waiting).toBe(0);
+      expect(() => s.acquireSync({ weight: 4 })).toThrow(ValidationError);
+      s.acquireSync({ timeoutMs: 10 }).release();
+      two.release();
+      expect(s.available).toBe(3);
     });
 
     it('mutex: acquireSync times out leaving nothing queued, and refuses a signal', () => {

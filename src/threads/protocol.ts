@@ -7,7 +7,7 @@
  *
  * Frames (tuples; the first element is the tag):
  * - client → owner: `CALL` (a method of the backend, target 0, or of a live object such as a
- *   lease, target its id), `ABORT` (a signal the call carried was aborted), `ANSWER` (what a
+ *   lease, target its id; with the client's predicted checks, see `predict.ts`), `ABORT` (a signal the call carried was aborted), `ANSWER` (what a
  *   callback the call carried returned), `BYE` (the client closes: the owner ends its objects).
  * - owner → client: `RESULT`, `FAIL` (an error, {@link WireError}), `INVOKE` (run the call's
  *   callback `i` with these arguments, e.g. a patch's schema post-check), `LOST` (a live object's
@@ -44,6 +44,7 @@ import {
   ValidationError,
 } from '../errors.js';
 import type { BackendCapabilities, WriteResult } from '../store/backend.js';
+import type { Prediction } from './predict.js';
 
 /** Client → owner: call `method` of target (0: the backend; else a live object's id). */
 export const CALL = 0;
@@ -84,6 +85,8 @@ export type Frame =
       method: string,
       args: unknown[],
       holes: Hole[] | undefined,
+      /** Per function hole: a predicted check (see `predict.ts`), or undefined. */
+      predictions: Array<Prediction | undefined> | undefined,
     ]
   | readonly [tag: typeof ABORT, call: number, signal: number]
   | readonly [tag: typeof ANSWER, invoke: number, ok: boolean, value: unknown]

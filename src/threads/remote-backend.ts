@@ -37,6 +37,7 @@ import type {
 } from '../store/backend.js';
 import { lockName, permitName } from '../store/names.js';
 import { describeValue, invalid } from './options.js';
+import { type Prediction, Predictor } from './predict.js';
 import { trackWrites, waitForWrites } from './program-order.js';
 import {
   ABORT,
@@ -111,12 +112,37 @@ class ClientConnection {
   }
 
   /** Calls `method` of `target` (0: the backend), resolving with the owner's answer. */
+  /** Predicted checks of this connection's writes (see `predict.ts`). */
+  readonly predictor = new Predictor();
+  #nextWrite = 1;
+
+  /**
+   * A write (`Backend.write`, `Lease.commit`) of `writes`: its checks predicted, and the cache
+   * of known documents updated by the owner's answer.
+   */
+  callWrite(
+    target: number,
+    method: string,
+    args: unknown[],
+    writes: readonly DocWrite[],
+  ): Promise<WriteResult> {
+    const seq = this.#nextWrite++;
+    const predictions = this.predictor.predict(writes, seq);
+    const p = this.call(target, method, args, true, '', predictions) as Promise<WriteResult>;
+    p.then(
+      (r) => this.predictor.settled(writes, seq, r),
+      () => this.predictor.settled(writes, seq, undefined),
+    );
+    return p;
+  }
+
   call(
     target: number,
     method: string,
     args: unknown[],
     write = false,
     label = '',
+    predictions?: Array<Prediction | undefined>,
   ): Promise<unknown> {
     if (this.#ended) return Promise.reject(this.#ended);
     let kept: Kept | undefined;
@@ -155,7 +181,7 @@ class ClientConnection {
       }
       if (this.#pending.size === 0) this.#port.ref();
       this.#pending.set(id, p);
-      this.#send([CALL, id, target, method, sent, holes]);
+      this.#send([CALL, id, target, method, sent, holes, holes && predictions]);
     });
   }
 
@@ -372,7 +398,7 @@ class RemoteObject {
   }
 
   /** Calls `method` on the owner's object, or answers here when it is gone. */
-  call(method: string, args: unknown[]): Promise<unknown> {
+  call(method: string, args: unknown[], writes?: readonly DocWrite[]): Promise<unknown> {
     const memo = this.#memo.get(method);
     if (memo !== undefined) return memo;
     let p: Promise<unknown>;
@@ -388,7 +414,10 @@ class RemoteObject {
         this.#ended = true;
         this.#conn.drop(this.id);
       }
-      p = this.#conn.call(this.id, method, args, method === 'commit');
+      p =
+        writes === undefined
+          ? this.#conn.call(this.id, method, args)
+          : this.#conn.callWrite(this.id, method, args, writes);
     }
     if (method === 'release') this.#memo.set(method, p);
     return p;
@@ -407,7 +436,7 @@ class RemoteLease extends RemoteObject implements Lease {
   }
 
   commit(writes: readonly DocWrite[]): Promise<WriteResult> {
-    return this.call('commit', [writes]) as Promise<WriteResult>;
+    return this.call('commit', [writes], writes) as Promise<WriteResult>;
   }
 
   release(): Promise<boolean> {
@@ -483,16 +512,19 @@ export class RemoteBackend implements Backend {
   }
 
   read(refs: readonly DocRef[]): Promise<Array<StoredDoc | undefined>> {
-    return this.#conn.call(0, 'read', [refs]) as Promise<Array<StoredDoc | undefined>>;
+    const p = this.#conn.call(0, 'read', [refs]) as Promise<Array<StoredDoc | undefined>>;
+    return p.then((docs) => {
+      for (let i = 0; i < refs.length; i++) {
+        const r = refs[i] as DocRef;
+        this.#conn.predictor.saw(r.model, [r.key], [docs[i]]);
+      }
+      return docs;
+    });
   }
 
   write(writes: readonly DocWrite[], options?: WriteOptions): Promise<WriteResult> {
-    const p = this.#conn.call(
-      0,
-      'write',
-      options === undefined ? [writes] : [writes, options],
-      true,
-    ) as Promise<WriteResult>;
+    const args = options === undefined ? [writes] : [writes, options];
+    const p = this.#conn.callWrite(0, 'write', args, writes);
     trackWrites(this.namespace, writes, p);
     return p;
   }
@@ -500,7 +532,12 @@ export class RemoteBackend implements Backend {
   acquire(request: LeaseRequest): Promise<Lease | undefined> {
     const label = lockName(request.model, request.keys, request.action);
     const send = () =>
-      this.#conn.call(0, 'acquire', [request], false, label) as Promise<Lease | undefined>;
+      (this.#conn.call(0, 'acquire', [request], false, label) as Promise<Lease | undefined>).then(
+        (lease) => {
+          if (lease) this.#conn.predictor.saw(request.model, request.keys, lease.docs);
+          return lease;
+        },
+      );
     const wait = waitForWrites(this.namespace, request.model, request.keys, request.signal);
     return wait === undefined ? send() : wait.then(send);
   }

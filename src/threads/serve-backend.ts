@@ -23,8 +23,10 @@
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { BackendError } from '../errors.js';
-import type { Backend } from '../store/backend.js';
+import type { Backend, Json } from '../store/backend.js';
+import { deepEqual } from '../store/json.js';
 import { describeValue, invalid } from './options.js';
+import type { Prediction } from './predict.js';
 import {
   ABORT,
   ANSWER,
@@ -169,7 +171,7 @@ class Connection {
     for (const f of frames) {
       switch (f[0]) {
         case CALL:
-          this.#call(f[1], f[2], f[3], f[4], f[5]);
+          this.#call(f[1], f[2], f[3], f[4], f[5], f[6]);
           break;
         case ABORT:
           this.#running.get(f[1])?.controllers?.[f[2]]?.abort(new Aborted(f[2]));
@@ -192,7 +194,14 @@ class Connection {
     }
   }
 
-  #call(id: number, target: number, method: string, args: unknown[], holes: Hole[] | undefined) {
+  #call(
+    id: number,
+    target: number,
+    method: string,
+    args: unknown[],
+    holes: Hole[] | undefined,
+    predictions: Array<Prediction | undefined> | undefined,
+  ) {
     let running: Running | undefined;
     if (holes !== undefined) {
       const r: Running = { controllers: undefined };
@@ -204,7 +213,12 @@ class Connection {
           (r.controllers ??= [])[n] = c;
           return c.signal;
         }
-        return (...a: unknown[]) => this.#invoke(id, n, a);
+        const predicted = predictions?.[n];
+        if (predicted === undefined) return (...a: unknown[]) => this.#invoke(id, n, a);
+        // The client ran the check on the post-image it predicted: the same post-image, the
+        // same verdict, here and now; another one, ask the client.
+        return (...a: unknown[]) =>
+          deepEqual(a[0] as Json, predicted[0]) ? predicted[1] : this.#invoke(id, n, a);
       });
     }
     let p: Promise<unknown>;

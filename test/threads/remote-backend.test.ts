@@ -196,6 +196,29 @@ describe('remoteBackend / serveBackend', () => {
     await backend.close();
   });
 
+  it('predicted checks: a client whose known state went stale is still validated on the real post-image (another client wrote in between)', async () => {
+    await withOwner(async (owner) => {
+      const a = createStore(remoteBackend(await owner.handle()));
+      const b = createStore(remoteBackend(await owner.handle()));
+      const capped = z.object({ n: z.number().int().max(100) });
+      const A = a.model('capped', capped);
+      const B = b.model('capped', capped);
+      await A.create('k', { n: 0 }); // A now knows n = 0
+      expect((await A.apply('k', (o) => o.n.incr(1))).doc?.data.n).toBe(1); // predicted: n = 1
+      await B.apply('k', (o) => o.n.incr(98)); // 99, unknown to A
+      // A predicts 1 + 5 = 6 (valid); the real post-image is 104: refused, nothing written
+      await expect(A.apply('k', (o) => o.n.incr(5))).rejects.toBeInstanceOf(ValidationError);
+      expect((await B.get('k')).data.n).toBe(99);
+      // and a valid write on the stale state lands on the real one
+      expect((await A.apply('k', (o) => o.n.incr(1))).doc?.data.n).toBe(100);
+      // many concurrent applies of one client, predictions chained: every one lands
+      await Promise.all(Array.from({ length: 50 }, () => A.apply('k', (o) => o.n.incr(-1))));
+      expect((await B.get('k')).data.n).toBe(50);
+      await a.close();
+      await b.close();
+    });
+  });
+
   it('bad input: not a backend, not a handle, a handle used twice → ValidationError', () => {
     expect(() => serveBackend({} as never)).toThrow(ValidationError);
     expect(() => remoteBackend({} as never)).toThrow(ValidationError);

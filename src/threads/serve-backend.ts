@@ -8,7 +8,10 @@
  * same classes with the same codes. A client that goes away (its port closes: `close()`, the
  * worker exited or was terminated) loses what it held: the owner releases its leases at once,
  * stops its waits and refuses the writes still waiting for one of its callbacks (nothing of
- * those is written).
+ * those is written). A client thread that is alive but stuck (a synchronous loop) keeps what it
+ * holds, as a stuck task would in the owner's thread: on the memory backend a renewing lease
+ * lasts as long as its holder's connection; use `renew: false` (it ends at `leaseMs`) where that
+ * matters.
  *
  * @example
  * ```ts

@@ -111,7 +111,6 @@ class ClientConnection {
     port.unref();
   }
 
-  /** Calls `method` of `target` (0: the backend), resolving with the owner's answer. */
   /** Predicted checks of this connection's writes (see `predict.ts`). */
   readonly predictor = new Predictor();
   #nextWrite = 1;
@@ -136,6 +135,11 @@ class ClientConnection {
     return p;
   }
 
+  /**
+   * Calls `method` of `target` (0: the backend), resolving with the owner's answer. `write`: the
+   * outcome is unknown if the connection ends first; `label`: the lock's name, for an object the
+   * owner answers with.
+   */
   call(
     target: number,
     method: string,

@@ -71,7 +71,11 @@
  * - `leases.ts`: the open leases of a backend; `cancel.ts`: cancelling a waiting statement;
  * - `guards.ts`: guards on the pre-image (field-to-field refs, the first false guard);
  * - `program-order.ts`: a lease waits for this process's writes issued before it;
- * - `errors.ts`: SQLSTATE classification and the retry backoff.
+ * - `errors.ts`: SQLSTATE classification and the retry backoff;
+ * - `permits.ts`: named permits (mutex, rwlock, semaphore) by kind; `permit-locks.ts`: mutexes
+ *   and rwlocks as advisory locks held by a transaction; `permit-rows.ts`: semaphores as holder
+ *   rows under a FIFO gate lock; `permit-listener.ts`: the LISTEN connection waking semaphore
+ *   waiters; `permit-lease.ts`: a held permit (renewal, loss, extend, release).
  */
 import type { Pool } from 'pg';
 import type {
@@ -81,6 +85,9 @@ import type {
   DocWrite,
   Lease,
   LeaseRequest,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   StoredDoc,
   WriteOptions,
   WriteResult,
@@ -90,6 +97,7 @@ import { PgContext } from './context.js';
 import { Leases } from './leases.js';
 import { migrate } from './migrations.js';
 import type { BackendSettings } from './options.js';
+import { Permits } from './permits.js';
 import { trackWrites } from './program-order.js';
 import { read } from './reading.js';
 import { docId } from './rows.js';
@@ -120,6 +128,7 @@ export class PostgresBackend implements Backend {
   readonly #ctx: PgContext;
   readonly #combiner: Combiner;
   readonly #leases: Leases;
+  readonly #permits: Permits;
 
   /** @internal use {@link postgres}. */
   constructor(pool: Pool, ownPool: boolean, settings: BackendSettings) {
@@ -134,6 +143,7 @@ export class PostgresBackend implements Backend {
     };
     this.#combiner = new Combiner(this.#ctx);
     this.#leases = new Leases(this.#ctx, this.#combiner);
+    this.#permits = new Permits(this.#ctx);
   }
 
   /** The pool this backend uses (yours, or the one it created from `url`). */
@@ -176,11 +186,33 @@ export class PostgresBackend implements Backend {
     return this.#leases.acquire(request);
   }
 
+  /**
+   * Takes units of a named pool: an advisory lock held by a transaction (mutex, rwlock), or a
+   * holder row under the pool's FIFO gate (semaphore); see `permits.ts`.
+   */
+  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
+    return this.#permits.acquire(request);
+  }
+
+  /** Units of a named pool held now by live leases (the server's lock table, or unexpired rows). */
+  permitsHeld(kind: PermitKind, name: string): Promise<number> {
+    return this.#permits.held(kind, name);
+  }
+
+  /**
+   * @internal what this backend keeps open for named permits: granted permits not yet released,
+   * and its listening connection (0 or 1). Both are 0 when idle.
+   */
+  get permitResources(): { permits: number; listeners: number } {
+    return { permits: this.#permits.open, listeners: this.#permits.listener.connections };
+  }
+
   /** Releases open leases and ends the pool if this backend created it (never a pool you passed). */
   async close(): Promise<void> {
     if (this.#ctx.closed) return;
     this.#ctx.closed = true;
     await this.#leases.releaseAll();
+    await this.#permits.releaseAll();
     await Promise.allSettled(this.#ctx.ensuring.values());
     if (this.#ctx.ownPool) await this.#ctx.pool.end();
   }

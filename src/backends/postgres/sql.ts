@@ -42,6 +42,29 @@ export function lit(s: string): string {
 /** The sequence that hands out fencing tokens; `$` keeps it apart from every model table name. */
 export const FENCE_SEQUENCE = 'lockstep$fence';
 
+/**
+ * The table of semaphore holders (see `permit-rows.ts`): one row per held permit, with its expiry
+ * on the server's clock. `$` keeps it apart from every model table name.
+ */
+export const PERMIT_TABLE = 'lockstep$permit';
+
+/**
+ * The DDL of the semaphore holders' table (idempotent). A row is a granted permit; nothing else
+ * is stored (waiters queue in the server's lock manager), so an idle pool has no row.
+ */
+export function permitTableDdl(schema: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${ident(schema)}.${ident(PERMIT_TABLE)} (
+  kind text NOT NULL,
+  name text COLLATE "C" NOT NULL,
+  token text COLLATE "C" NOT NULL,
+  permits bigint NOT NULL,
+  weight bigint NOT NULL,
+  fence bigint NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (kind, name, token)
+)`;
+}
+
 /** The columns every read selects, in this order (see {@link parseRow}). */
 export const COLUMNS = 'key, version, fence, data, field_versions, data_version, incarnation';
 
@@ -65,7 +88,7 @@ export function tableDdl(schema: string, model: string): string {
 }
 
 /**
- * The full, idempotent DDL for a schema and its models: what `migrate()` runs, for users who
+ * The full, idempotent DDL for a schema (its fence sequence and the semaphore holders' table) and its models: what `migrate()` runs, for users who
  * manage DDL themselves (paste it into a migration).
  *
  * @example
@@ -77,6 +100,7 @@ export function migrationSql(schema: string, models: readonly string[]): string 
   const parts = [
     `CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`,
     `CREATE SEQUENCE IF NOT EXISTS ${ident(schema)}.${ident(FENCE_SEQUENCE)}`,
+    permitTableDdl(schema),
     ...models.map((m) => tableDdl(schema, m)),
   ];
   return `${parts.join(';\n')};\n`;

@@ -1,6 +1,6 @@
 /**
- * Migrations: the schema, the fence sequence and one table per model, created by `migrate()` or on
- * first use (`autoMigrate`).
+ * Migrations: the schema, the fence sequence, the semaphore holders' table and one table per
+ * model, created by `migrate()` or on first use (`autoMigrate`).
  */
 import { BackendError } from '../../errors.js';
 import { checkModelName } from '../../store/keys.js';
@@ -53,4 +53,24 @@ export async function ensure(
     todo.push(p);
   }
   await Promise.all(todo);
+}
+
+/**
+ * Creates the schema, its fence sequence and the semaphore holders' table once per backend
+ * instance (what named permits need; no model table). Concurrent callers share the work.
+ */
+export async function ensureSchema(ctx: PgContext, cause: unknown): Promise<void> {
+  if (!ctx.autoMigrate) {
+    throw new BackendError(
+      `schema ${JSON.stringify(ctx.schema)} or its permit table does not exist and autoMigrate is false; run migrate() first`,
+      { cause },
+    );
+  }
+  // '' is never a model name: the key of the schema-wide objects.
+  let p = ctx.ensuring.get('');
+  if (!p) {
+    p = migrate(ctx, []).finally(() => ctx.ensuring.delete(''));
+    ctx.ensuring.set('', p);
+  }
+  await p;
 }

@@ -25,7 +25,7 @@ import {
 } from '../../store/backend.js';
 import type { PgContext } from './context.js';
 import { backoff, fromDriver } from './errors.js';
-import { ensure } from './migrations.js';
+import { ensureSchema } from './migrations.js';
 import type { HeldPermit, PermitHost } from './permit-lease.js';
 import { permitName } from './permit-lease.js';
 import { PermitListener } from './permit-listener.js';
@@ -91,7 +91,7 @@ export class Permits implements PermitHost {
       } catch (err) {
         const state = sqlState(err);
         if ((state === '42P01' || state === '3F000') && attempt < 3) {
-          await ensure(this.#ctx, [], err);
+          await ensureSchema(this.#ctx, err);
           continue;
         }
         if (

@@ -153,6 +153,12 @@ export async function acquireRowPermit(
         woken = true;
         wake?.();
       });
+      // Its session ending (terminated, the network) wakes it too: the next look fails with the
+      // connection loss, and the caller waits again on another connection.
+      conn.onDeath(() => {
+        woken = true;
+        wake?.();
+      });
       await sleep(listener.ready(), deadline, req.signal, (w) => (wake = w));
       for (;;) {
         if (aborted) throw req.signal?.reason;

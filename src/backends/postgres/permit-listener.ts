@@ -8,6 +8,11 @@
  * listener. When it drops (the server ended the session, the network), it reconnects while
  * anyone waits, and wakes every waiter once LISTEN is in force again: notifications sent while
  * it was gone are lost, so each waiter looks again.
+ *
+ * Opening it costs a connection (milliseconds); under contention heads come and go at every
+ * hand-off. So once open it stays open while anything of this backend uses the pools — a waiter,
+ * or a semaphore permit held or being acquired ({@link PermitListener.hold}) — and closes the
+ * moment the backend's semaphores are idle. Uncontended use never opens it.
  */
 import pg from 'pg';
 import type { PgContext } from './context.js';
@@ -33,6 +38,8 @@ export class PermitListener {
   /** Per pool key: the waiters to wake. */
   readonly #watchers = new Map<string, Set<() => void>>();
   #count = 0;
+  /** Holds keeping an open connection open (held permits, acquires in flight); never open it. */
+  #holds = 0;
   #client: pg.Client | undefined;
   /** Resolves once LISTEN is in force on the current client (rejects when connecting failed). */
   #ready: Promise<void> | undefined;
@@ -72,7 +79,22 @@ export class PermitListener {
       s?.delete(wake);
       if (s?.size === 0) this.#watchers.delete(poolKey);
       this.#count--;
-      if (this.#count === 0) this.#shut();
+      if (this.#count === 0 && this.#holds === 0) this.#shut();
+    };
+  }
+
+  /**
+   * Keeps the connection open, if it is, until the returned function is called (it never opens
+   * it): a semaphore permit held or being acquired, whose pool may need a head woken soon.
+   */
+  hold(): () => void {
+    this.#holds++;
+    let on = true;
+    return () => {
+      if (!on) return;
+      on = false;
+      this.#holds--;
+      if (this.#count === 0 && this.#holds === 0) this.#shut();
     };
   }
 
@@ -148,6 +170,7 @@ export class PermitListener {
   close(): void {
     this.#watchers.clear();
     this.#count = 0;
+    this.#holds = 0;
     this.#shut();
   }
 }

@@ -30,9 +30,19 @@ import { HeldPermit, type PermitHost, permitName } from './permit-lease.js';
 import type { Raw } from './rows.js';
 import { FENCE_SEQUENCE, ident, lockHash, sqlState } from './sql.js';
 
+/** Keys computed lately (a hot name costs one SHA-256, not one per acquire); cleared when full. */
+const keys = new Map<string, string>();
+
 /** The advisory lock key of a named pool (a signed 64-bit integer, as SQL text). */
 export function permitLockKey(schema: string, kind: string, name: string): string {
-  return lockHash(schema, 'lockstep$permit', kind, name);
+  const id = `${schema}\u0000${kind}\u0000${name}`;
+  let key = keys.get(id);
+  if (key === undefined) {
+    if (keys.size >= 4096) keys.clear();
+    key = lockHash(schema, 'lockstep$permit', kind, name);
+    keys.set(id, key);
+  }
+  return key;
 }
 
 /** The lock mode a request takes: shared for an rwlock reader, exclusive otherwise. */

@@ -59,6 +59,8 @@ function badShape(req: PermitRequest): string | undefined {
 export class Permits implements PermitHost {
   readonly #ctx: PgContext;
   readonly #open = new Set<HeldPermit>();
+  /** Semaphore permits' holds on the listener, let go when they end. */
+  readonly #holds = new Map<HeldPermit, () => void>();
   readonly listener: PermitListener;
 
   constructor(ctx: PgContext) {
@@ -72,14 +74,32 @@ export class Permits implements PermitHost {
   }
 
   /** Takes `weight` units of the pool (see the contract); undefined only with `nowait`. */
-  async acquire(req: PermitRequest): Promise<PermitLease | undefined> {
+  async acquire(req: PermitRequest): Promise<HeldPermit | undefined> {
     this.#ctx.checkOpen();
     req.signal?.throwIfAborted();
     const bad = badShape(req);
     if (bad) throw new ValidationError(permitName(req.kind, req.name), [{ message: bad }]);
     const deadline = req.timeoutMs === undefined ? undefined : performance.now() + req.timeoutMs;
+    if (req.kind !== 'semaphore') return this.#acquire(req, deadline, '');
     // One token for every attempt: a semaphore grant whose COMMIT reply was lost is found again.
     const token = randomUUID();
+    // A semaphore acquire (then its permit, see `forget`) keeps the listener open if it is.
+    const unhold = this.listener.hold();
+    let permit: HeldPermit | undefined;
+    try {
+      permit = await this.#acquire(req, deadline, token);
+      return permit;
+    } finally {
+      if (permit) this.#holds.set(permit, unhold);
+      else unhold();
+    }
+  }
+
+  async #acquire(
+    req: PermitRequest,
+    deadline: number | undefined,
+    token: string,
+  ): Promise<HeldPermit | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         const permit =
@@ -125,6 +145,8 @@ export class Permits implements PermitHost {
   /** @internal */
   forget(permit: HeldPermit): void {
     this.#open.delete(permit);
+    this.#holds.get(permit)?.();
+    this.#holds.delete(permit);
   }
 
   /** Releases every open permit and closes the listener (backend close). */

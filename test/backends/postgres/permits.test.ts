@@ -263,7 +263,7 @@ describe('postgres permits: leaving the queue', () => {
     const a = await take(b0, sem('leave', 2, 1));
     const head = b1.acquirePermit(sem('leave', 2, 2, { timeoutMs: 300 }));
     await until(() => b1.permitResources.listeners === 1, 'head waiting');
-    const next = b0.acquirePermit(sem('leave', 2, 1, { timeoutMs: 20_000 }));
+    const next = take(b0, sem('leave', 2, 1, { timeoutMs: 20_000 }));
     await expect(head).rejects.toMatchObject({ code: 'LOCK_TIMEOUT' });
     const np = await next;
     expect(np.fence).toBeGreaterThan(a.fence);
@@ -276,7 +276,7 @@ describe('postgres permits: leaving the queue', () => {
     const ac = new AbortController();
     const head = b1.acquirePermit(sem('abort', 2, 2, { signal: ac.signal }));
     await until(() => b1.permitResources.listeners === 1, 'head listening');
-    const next = b0.acquirePermit(sem('abort', 2, 1, { timeoutMs: 20_000 }));
+    const next = take(b0, sem('abort', 2, 1, { timeoutMs: 20_000 }));
     await until(async () => (await lockWaiters()) === 1, 'next queued');
     ac.abort(new Error('stop'));
     await expect(head).rejects.toThrow('stop');
@@ -288,7 +288,7 @@ describe('postgres permits: leaving the queue', () => {
     const r1 = await take(b0, reader('leave-rw'));
     const w = b1.acquirePermit(writer('leave-rw', { timeoutMs: 300 }));
     await until(async () => (await lockWaiters()) === 1, 'writer queued');
-    const r2 = b0.acquirePermit(reader('leave-rw', { timeoutMs: 20_000 }));
+    const r2 = take(b0, reader('leave-rw', { timeoutMs: 20_000 }));
     await expect(w).rejects.toMatchObject({ code: 'LOCK_TIMEOUT' });
     await (await r2).release();
     await r1.release();
@@ -298,7 +298,7 @@ describe('postgres permits: leaving the queue', () => {
     const a = await take(b0, req('mutex', 'abort-m'));
     const ac = new AbortController();
     const w = b1.acquirePermit(req('mutex', 'abort-m', { signal: ac.signal }));
-    const w2 = b1.acquirePermit(req('mutex', 'abort-m', { timeoutMs: 20_000 }));
+    const w2 = take(b1, req('mutex', 'abort-m', { timeoutMs: 20_000 }));
     await until(async () => (await lockWaiters()) === 2, 'two waiters');
     ac.abort(new Error('enough'));
     await expect(w).rejects.toThrow('enough');
@@ -346,7 +346,7 @@ describe('postgres permits: nothing left when idle', () => {
   it('no holder row, no advisory lock, no listener and no open permit once everything ended', async () => {
     // contention on a semaphore makes a head listen; then everyone leaves
     const a = await take(b0, sem('idle', 1, 1));
-    const w = b1.acquirePermit(sem('idle', 1, 1, { timeoutMs: 20_000 }));
+    const w = take(b1, sem('idle', 1, 1, { timeoutMs: 20_000 }));
     await until(() => b1.permitResources.listeners === 1, 'head listening');
     await a.release();
     await (await w).release();

@@ -12,21 +12,46 @@
  * processes end at `timeoutMs`.
  */
 import pg from 'pg';
-import { postgres } from '../../src/backends/postgres/index.js';
+import { type PostgresBackend, postgres } from '../../src/backends/postgres/index.js';
 import { databaseUrl } from '../support/env.js';
-import type { Backend } from './api.js';
 import { conformance } from './suite.js';
 
 const url = databaseUrl();
 
 conformance('postgres', async () => {
   const schema = `lsconf_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-  const opened: Backend[] = [];
+  const opened: PostgresBackend[] = [];
   return {
     open: async () => {
       const b = postgres({ url, schema, poolSize: 10 });
       opened.push(b);
       return b;
+    },
+    // What named locks leave: holder rows (semaphores), advisory locks held (mutexes and rwlocks,
+    // the server's lock table), and per backend instance open permits and listening connections.
+    namedLockResidue: async (name: string) => {
+      const left: string[] = [];
+      const first = opened[0];
+      if (first) {
+        for (const kind of ['mutex', 'rwlock', 'semaphore'] as const) {
+          const n = await first.permitsHeld(kind, name);
+          if (n !== 0) left.push(`${kind} units held: ${n}`);
+        }
+        const rows = await first.pool
+          .query<{ n: string }>(
+            `SELECT count(*) AS n FROM "${schema}"."lockstep$permit" WHERE name = $1`,
+            [name],
+          )
+          .then((r) => Number(r.rows[0]?.n ?? 0))
+          .catch(() => 0);
+        if (rows !== 0) left.push(`holder rows: ${rows}`);
+      }
+      opened.forEach((b, i) => {
+        const { permits, listeners } = b.permitResources;
+        if (permits !== 0) left.push(`backend ${i}: ${permits} open permits`);
+        if (listeners !== 0) left.push(`backend ${i}: ${listeners} listening connections`);
+      });
+      return left;
     },
     cleanup: async () => {
       for (const b of opened) await b.close();

@@ -17,12 +17,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { LockTimeoutError, ValidationError } from '../../errors.js';
-import {
-  type PermitKind,
-  type PermitLease,
-  type PermitRequest,
-  RWLOCK_PERMITS,
-} from '../../store/backend.js';
+import { type PermitKind, type PermitRequest, RWLOCK_PERMITS } from '../../store/backend.js';
 import type { PgContext } from './context.js';
 import { backoff, fromDriver } from './errors.js';
 import { ensureSchema } from './migrations.js';

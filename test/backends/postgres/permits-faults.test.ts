@@ -18,6 +18,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PostgresBackend, postgres } from '../../../src/backends/postgres/index.js';
 import type { PermitKind, PermitLease, PermitRequest } from '../../../src/store/backend.js';
+import { type Bounded, bounded } from '../../../src/store/boundary.js';
 import { type PostgresServer, startPostgres } from '../../support/servers.js';
 
 let server: PostgresServer;
@@ -25,8 +26,12 @@ const schema = `lspermfault_${process.pid}_${Math.random().toString(36).slice(2,
 const fixture = fileURLToPath(new URL('./fixtures/permit-holder.ts', import.meta.url));
 let b0: PostgresBackend;
 let b1: PostgresBackend;
+/** The same instances behind the boundary (what createStore uses): every request goes through it. */
+let p0: Bounded;
+let p1: Bounded;
 /** The waiters' backend: its sessions are the ones named `lswaiters`. */
 let bw: PostgresBackend;
+let pw: Bounded;
 let admin: pg.Client;
 const children: ChildProcessWithoutNullStreams[] = [];
 
@@ -34,7 +39,10 @@ beforeAll(async () => {
   server = await startPostgres();
   b0 = postgres({ url: server.url, schema, poolSize: 8 });
   b1 = postgres({ url: server.url, schema, poolSize: 8 });
+  p0 = bounded(b0);
+  p1 = bounded(b1);
   bw = postgres({ url: `${server.url}?application_name=lswaiters`, schema, poolSize: 8 });
+  pw = bounded(bw);
   admin = new pg.Client({ connectionString: server.url });
   await admin.connect();
 });
@@ -129,7 +137,7 @@ async function startHolder(
   return { child, fence: ready.fence as number, next };
 }
 
-async function take(b: PostgresBackend, r: PermitRequest): Promise<PermitLease> {
+async function take(b: Bounded | PostgresBackend, r: PermitRequest): Promise<PermitLease> {
   const p = await b.acquirePermit(r);
   if (!p) throw new Error('no permit');
   return p;
@@ -150,12 +158,12 @@ describe('postgres permits under faults (real processes, a cluster of our own)',
       const name = `killed-${kind}`;
       const weight = kind === 'semaphore' ? 2 : 1;
       const h = await startHolder(kind, name, weight, 1500);
-      expect(await b0.acquirePermit(req(kind, name, { nowait: true }))).toBeUndefined();
+      expect(await p0.acquirePermit(req(kind, name, { nowait: true }))).toBeUndefined();
       h.child.kill('SIGKILL');
-      const mine = await take(b0, req(kind, name, { timeoutMs: 20_000 }));
+      const mine = await take(p0, req(kind, name, { timeoutMs: 20_000 }));
       expect(mine.fence).toBeGreaterThan(h.fence);
       expect(await mine.release()).toBe(true);
-      expect(await b0.permitsHeld(kind, name)).toBe(0);
+      expect(await p0.permitsHeld(kind, name)).toBe(0);
     });
 
     it(`${kind}: a holder SIGSTOPped past its lease, then SIGCONT — signal aborted, release false, never above permits`, async () => {
@@ -171,7 +179,7 @@ describe('postgres permits under faults (real processes, a cluster of our own)',
       // 6 clients on two instances take one unit each, 5 times, while the holder is frozen
       await Promise.all(
         Array.from({ length: 6 }, async (_, i) => {
-          const b = i % 2 ? b1 : b0;
+          const b = i % 2 ? p1 : p0;
           for (let n = 0; n < 5; n++) {
             const p = await take(b, req(kind, name, { timeoutMs: 30_000 }));
             held += 1;
@@ -193,16 +201,16 @@ describe('postgres permits under faults (real processes, a cluster of our own)',
       expect(await h.next()).toStrictEqual({ aborted: 'LEASE_LOST' });
       h.child.stdin.write('release\n');
       expect(await h.next()).toStrictEqual({ released: false, lost: true });
-      expect(await b0.permitsHeld(kind, name)).toBe(0);
+      expect(await p0.permitsHeld(kind, name)).toBe(0);
     });
 
     it(`${kind}: the waiters' sessions terminated — they wait again and all get the permit`, async () => {
       const name = `terminated-${kind}`;
       const permits = kind === 'semaphore' ? 2 : 1;
-      const holder = await take(b0, req(kind, name, { weight: permits }));
+      const holder = await take(p0, req(kind, name, { weight: permits }));
       const got: number[] = [];
       const waiters = Array.from({ length: 4 }, (_, i) =>
-        take(bw, req(kind, name, { timeoutMs: 60_000 })).then(async (p) => {
+        take(pw, req(kind, name, { timeoutMs: 60_000 })).then(async (p) => {
           got.push(i);
           await sleep(1);
           await p.release();
@@ -228,7 +236,7 @@ describe('postgres permits under faults (real processes, a cluster of our own)',
       expect(await holder.release()).toBe(true);
       await Promise.all(waiters);
       expect(got.sort()).toStrictEqual([0, 1, 2, 3]);
-      expect(await b0.permitsHeld(kind, name)).toBe(0);
+      expect(await p0.permitsHeld(kind, name)).toBe(0);
     });
   }
 });

@@ -14,16 +14,22 @@ import {
   type PermitRequest,
   RWLOCK_PERMITS,
 } from '../../../src/store/backend.js';
+import { type Bounded, bounded } from '../../../src/store/boundary.js';
 import { databaseUrl, uniquePrefix } from '../../support/env.js';
 
 const schema = uniquePrefix('lsperm', '_');
 let b0: PostgresBackend;
 let b1: PostgresBackend;
+/** The same instances behind the boundary (what createStore uses): every request goes through it. */
+let p0: Bounded;
+let p1: Bounded;
 let admin: pg.Pool;
 
 beforeAll(async () => {
   b0 = postgres({ url: databaseUrl(), schema, poolSize: 12 });
   b1 = postgres({ url: databaseUrl(), schema, poolSize: 12 });
+  p0 = bounded(b0);
+  p1 = bounded(b1);
   admin = new pg.Pool({ connectionString: databaseUrl(), max: 2 });
 });
 
@@ -56,7 +62,7 @@ const reader = (name: string, extra: Partial<PermitRequest> = {}) => req('rwlock
 const writer = (name: string, extra: Partial<PermitRequest> = {}) =>
   req('rwlock', name, { weight: RWLOCK_PERMITS, ...extra });
 
-async function take(b: PostgresBackend, r: PermitRequest): Promise<PermitLease> {
+async function take(b: Bounded | PostgresBackend, r: PermitRequest): Promise<PermitLease> {
   const p = await b.acquirePermit(r);
   if (!p) throw new Error('no permit');
   return p;
@@ -96,16 +102,16 @@ async function lockWaiters(): Promise<number> {
 
 describe('postgres permits: grants and fences', () => {
   it('a mutex: one holder, nowait undefined while held, fences increase across instances, release idempotent', async () => {
-    const a = await take(b0, req('mutex', 'm1'));
-    expect(await b1.acquirePermit(req('mutex', 'm1', { nowait: true }))).toBeUndefined();
-    expect(await b0.permitsHeld('mutex', 'm1')).toBe(1);
+    const a = await take(p0, req('mutex', 'm1'));
+    expect(await p1.acquirePermit(req('mutex', 'm1', { nowait: true }))).toBeUndefined();
+    expect(await p0.permitsHeld('mutex', 'm1')).toBe(1);
     expect(a.lost).toBe(false);
     expect(await a.release()).toBe(true);
     expect(await a.release()).toBe(true);
-    expect(await b1.permitsHeld('mutex', 'm1')).toBe(0);
-    const b = await take(b1, req('mutex', 'm1', { nowait: true }));
+    expect(await p1.permitsHeld('mutex', 'm1')).toBe(0);
+    const b = await take(p1, req('mutex', 'm1', { nowait: true }));
     expect(b.fence).toBeGreaterThan(a.fence);
-    const c = b0.acquirePermit(req('mutex', 'm1'));
+    const c = p0.acquirePermit(req('mutex', 'm1'));
     await b.release();
     const cp = (await c)!;
     expect(cp.fence).toBeGreaterThan(b.fence);
@@ -113,49 +119,49 @@ describe('postgres permits: grants and fences', () => {
   });
 
   it('kinds are namespaces: mutex, rwlock and semaphore "x" do not block each other', async () => {
-    const m = await take(b0, req('mutex', 'x'));
-    const w = await take(b0, writer('x'));
-    const s = await take(b0, sem('x', 1, 1));
-    expect(await b0.permitsHeld('mutex', 'x')).toBe(1);
-    expect(await b0.permitsHeld('rwlock', 'x')).toBe(RWLOCK_PERMITS);
-    expect(await b0.permitsHeld('semaphore', 'x')).toBe(1);
+    const m = await take(p0, req('mutex', 'x'));
+    const w = await take(p0, writer('x'));
+    const s = await take(p0, sem('x', 1, 1));
+    expect(await p0.permitsHeld('mutex', 'x')).toBe(1);
+    expect(await p0.permitsHeld('rwlock', 'x')).toBe(RWLOCK_PERMITS);
+    expect(await p0.permitsHeld('semaphore', 'x')).toBe(1);
     await Promise.all([m.release(), w.release(), s.release()]);
   });
 
   it('an rwlock: readers share, a writer excludes them, permitsHeld counts readers', async () => {
-    const r1 = await take(b0, reader('rw1'));
-    const r2 = await take(b1, reader('rw1'));
-    expect(await b0.permitsHeld('rwlock', 'rw1')).toBe(2);
-    expect(await b0.acquirePermit(writer('rw1', { nowait: true }))).toBeUndefined();
+    const r1 = await take(p0, reader('rw1'));
+    const r2 = await take(p1, reader('rw1'));
+    expect(await p0.permitsHeld('rwlock', 'rw1')).toBe(2);
+    expect(await p0.acquirePermit(writer('rw1', { nowait: true }))).toBeUndefined();
     await r1.release();
     await r2.release();
-    const w = await take(b1, writer('rw1', { nowait: true }));
+    const w = await take(p1, writer('rw1', { nowait: true }));
     expect(w.fence).toBeGreaterThan(Math.max(r1.fence, r2.fence));
-    expect(await b0.acquirePermit(reader('rw1', { nowait: true }))).toBeUndefined();
+    expect(await p0.acquirePermit(reader('rw1', { nowait: true }))).toBeUndefined();
     await w.release();
   });
 
   it('a semaphore: weights add up to permits, nowait undefined beyond, permits mismatch refused at once', async () => {
-    const a = await take(b0, sem('s1', 5, 3));
-    const b = await take(b1, sem('s1', 5, 2));
-    expect(await b0.permitsHeld('semaphore', 's1')).toBe(5);
-    expect(await b1.acquirePermit(sem('s1', 5, 1, { nowait: true }))).toBeUndefined();
-    await expect(b1.acquirePermit(sem('s1', 4, 1))).rejects.toMatchObject({ code: 'INVALID' });
+    const a = await take(p0, sem('s1', 5, 3));
+    const b = await take(p1, sem('s1', 5, 2));
+    expect(await p0.permitsHeld('semaphore', 's1')).toBe(5);
+    expect(await p1.acquirePermit(sem('s1', 5, 1, { nowait: true }))).toBeUndefined();
+    await expect(p1.acquirePermit(sem('s1', 4, 1))).rejects.toMatchObject({ code: 'INVALID' });
     await a.release();
-    const c = await take(b1, sem('s1', 5, 3, { nowait: true }));
+    const c = await take(p1, sem('s1', 5, 3, { nowait: true }));
     expect(c.fence).toBeGreaterThan(b.fence);
     await Promise.all([b.release(), c.release()]);
-    expect(await b0.permitsHeld('semaphore', 's1')).toBe(0);
+    expect(await p0.permitsHeld('semaphore', 's1')).toBe(0);
     // idle: another permits is fine now
-    const d = await take(b0, sem('s1', 4, 4));
+    const d = await take(p0, sem('s1', 4, 4));
     await d.release();
   });
 
   it('a mutex or rwlock of another shape is refused (the kind fixes permits)', async () => {
-    await expect(b0.acquirePermit(req('mutex', 'bad', { permits: 2 }))).rejects.toMatchObject({
+    await expect(p0.acquirePermit(req('mutex', 'bad', { permits: 2 }))).rejects.toMatchObject({
       code: 'INVALID',
     });
-    await expect(b0.acquirePermit(req('rwlock', 'bad', { weight: 2 }))).rejects.toMatchObject({
+    await expect(p0.acquirePermit(req('rwlock', 'bad', { weight: 2 }))).rejects.toMatchObject({
       code: 'INVALID',
     });
   });
@@ -176,7 +182,7 @@ describe('postgres permits: never more than permits, by weight', () => {
       const fences: number[] = [];
       await Promise.all(
         Array.from({ length: 16 }, async (_, i) => {
-          const b = i % 2 ? b1 : b0;
+          const b = i % 2 ? p1 : p0;
           for (let n = 0; n < 8; n++) {
             const weight =
               kind === 'mutex'
@@ -202,16 +208,16 @@ describe('postgres permits: never more than permits, by weight', () => {
       expect(max).toBeLessThanOrEqual(permits);
       if (kind === 'rwlock') expect(writers).toBeGreaterThan(0);
       expect(new Set(fences).size).toBe(128);
-      expect(await b0.permitsHeld(kind, name)).toBe(0);
+      expect(await p0.permitsHeld(kind, name)).toBe(0);
     });
   }
 });
 
 describe('postgres permits: FIFO', () => {
   it('a weight-5 request is not starved by a stream of weight-1s', async () => {
-    const a = await take(b0, sem('fifo', 5, 3));
+    const a = await take(p0, sem('fifo', 5, 3));
     const order: string[] = [];
-    const big = b1.acquirePermit(sem('fifo', 5, 5)).then((p) => {
+    const big = p1.acquirePermit(sem('fifo', 5, 5)).then((p) => {
       order.push('big');
       return p!;
     });
@@ -224,7 +230,7 @@ describe('postgres permits: FIFO', () => {
       }),
     );
     await until(async () => (await lockWaiters()) === 4, 'four smalls queued');
-    expect(await b0.acquirePermit(sem('fifo', 5, 1, { nowait: true }))).toBeUndefined();
+    expect(await p0.acquirePermit(sem('fifo', 5, 1, { nowait: true }))).toBeUndefined();
     expect(order).toStrictEqual([]);
     await a.release();
     const bp = await big;
@@ -236,15 +242,15 @@ describe('postgres permits: FIFO', () => {
   });
 
   it('an rwlock is write-preferring: readers behind a queued writer wait for it', async () => {
-    const r1 = await take(b0, reader('wp'));
+    const r1 = await take(p0, reader('wp'));
     const order: string[] = [];
-    const w = b1.acquirePermit(writer('wp')).then((p) => {
+    const w = p1.acquirePermit(writer('wp')).then((p) => {
       order.push('w');
       return p!;
     });
     await until(async () => (await lockWaiters()) === 1, 'writer queued');
-    expect(await b0.acquirePermit(reader('wp', { nowait: true }))).toBeUndefined();
-    const r2 = b0.acquirePermit(reader('wp')).then((p) => {
+    expect(await p0.acquirePermit(reader('wp', { nowait: true }))).toBeUndefined();
+    const r2 = p0.acquirePermit(reader('wp')).then((p) => {
       order.push('r2');
       return p!;
     });
@@ -260,23 +266,23 @@ describe('postgres permits: FIFO', () => {
 
 describe('postgres permits: leaving the queue', () => {
   it('semaphore: a head that times out leaves and wakes the request it blocked', async () => {
-    const a = await take(b0, sem('leave', 2, 1));
-    const head = b1.acquirePermit(sem('leave', 2, 2, { timeoutMs: 300 }));
+    const a = await take(p0, sem('leave', 2, 1));
+    const head = p1.acquirePermit(sem('leave', 2, 2, { timeoutMs: 300 }));
     await until(() => b1.permitResources.listeners === 1, 'head waiting');
-    const next = take(b0, sem('leave', 2, 1, { timeoutMs: 20_000 }));
+    const next = take(p0, sem('leave', 2, 1, { timeoutMs: 20_000 }));
     await expect(head).rejects.toMatchObject({ code: 'LOCK_TIMEOUT' });
     const np = await next;
     expect(np.fence).toBeGreaterThan(a.fence);
-    expect(await b0.permitsHeld('semaphore', 'leave')).toBe(2);
+    expect(await p0.permitsHeld('semaphore', 'leave')).toBe(2);
     await Promise.all([a.release(), np.release()]);
   });
 
   it('semaphore: an aborted head leaves and wakes the request it blocked', async () => {
-    const a = await take(b0, sem('abort', 2, 1));
+    const a = await take(p0, sem('abort', 2, 1));
     const ac = new AbortController();
-    const head = b1.acquirePermit(sem('abort', 2, 2, { signal: ac.signal }));
+    const head = p1.acquirePermit(sem('abort', 2, 2, { signal: ac.signal }));
     await until(() => b1.permitResources.listeners === 1, 'head listening');
-    const next = take(b0, sem('abort', 2, 1, { timeoutMs: 20_000 }));
+    const next = take(p0, sem('abort', 2, 1, { timeoutMs: 20_000 }));
     await until(async () => (await lockWaiters()) === 1, 'next queued');
     ac.abort(new Error('stop'));
     await expect(head).rejects.toThrow('stop');
@@ -285,20 +291,20 @@ describe('postgres permits: leaving the queue', () => {
   });
 
   it('rwlock: a writer that times out leaves, and the reader queued behind it gets in', async () => {
-    const r1 = await take(b0, reader('leave-rw'));
-    const w = b1.acquirePermit(writer('leave-rw', { timeoutMs: 300 }));
+    const r1 = await take(p0, reader('leave-rw'));
+    const w = p1.acquirePermit(writer('leave-rw', { timeoutMs: 300 }));
     await until(async () => (await lockWaiters()) === 1, 'writer queued');
-    const r2 = take(b0, reader('leave-rw', { timeoutMs: 20_000 }));
+    const r2 = take(p0, reader('leave-rw', { timeoutMs: 20_000 }));
     await expect(w).rejects.toMatchObject({ code: 'LOCK_TIMEOUT' });
     await (await r2).release();
     await r1.release();
   });
 
   it('mutex: an aborted waiter leaves (its statement cancelled), the next still gets it', async () => {
-    const a = await take(b0, req('mutex', 'abort-m'));
+    const a = await take(p0, req('mutex', 'abort-m'));
     const ac = new AbortController();
-    const w = b1.acquirePermit(req('mutex', 'abort-m', { signal: ac.signal }));
-    const w2 = take(b1, req('mutex', 'abort-m', { timeoutMs: 20_000 }));
+    const w = p1.acquirePermit(req('mutex', 'abort-m', { signal: ac.signal }));
+    const w2 = take(p1, req('mutex', 'abort-m', { timeoutMs: 20_000 }));
     await until(async () => (await lockWaiters()) === 2, 'two waiters');
     ac.abort(new Error('enough'));
     await expect(w).rejects.toThrow('enough');
@@ -312,11 +318,11 @@ describe('postgres permits: leases', () => {
   for (const kind of ['mutex', 'semaphore'] as const) {
     it(`${kind}: renew false, lost at leaseMs — signal aborts, release false, the next holder gets it`, async () => {
       const name = `expire-${kind}`;
-      const a = await take(b0, req(kind, name, { leaseMs: 200, renew: false }));
+      const a = await take(p0, req(kind, name, { leaseMs: 200, renew: false }));
       const aborted = new Promise<unknown>((res) =>
         a.signal.addEventListener('abort', () => res(a.signal.reason), { once: true }),
       );
-      const b = await take(b1, req(kind, name, { timeoutMs: 20_000 }));
+      const b = await take(p1, req(kind, name, { timeoutMs: 20_000 }));
       expect(b.fence).toBeGreaterThan(a.fence);
       expect(await aborted).toMatchObject({ code: 'LEASE_LOST' });
       expect(a.lost).toBe(true);
@@ -327,16 +333,16 @@ describe('postgres permits: leases', () => {
 
     it(`${kind}: renewal keeps a short lease held; extend(ms) pushes a non-renewed one`, async () => {
       const name = `renew-${kind}`;
-      const a = await take(b0, req(kind, name, { leaseMs: 150, renew: true }));
+      const a = await take(p0, req(kind, name, { leaseMs: 150, renew: true }));
       await sleep(600);
       expect(a.lost).toBe(false);
-      expect(await b1.acquirePermit(req(kind, name, { nowait: true }))).toBeUndefined();
+      expect(await p1.acquirePermit(req(kind, name, { nowait: true }))).toBeUndefined();
       expect(await a.release()).toBe(true);
-      const b = await take(b0, req(kind, name, { leaseMs: 150, renew: false }));
+      const b = await take(p0, req(kind, name, { leaseMs: 150, renew: false }));
       await b.extend(20_000);
       await sleep(500);
       expect(b.lost).toBe(false);
-      expect(await b1.acquirePermit(req(kind, name, { nowait: true }))).toBeUndefined();
+      expect(await p1.acquirePermit(req(kind, name, { nowait: true }))).toBeUndefined();
       expect(await b.release()).toBe(true);
     });
   }
@@ -345,12 +351,12 @@ describe('postgres permits: leases', () => {
 describe('postgres permits: nothing left when idle', () => {
   it('no holder row, no advisory lock, no listener and no open permit once everything ended', async () => {
     // contention on a semaphore makes a head listen; then everyone leaves
-    const a = await take(b0, sem('idle', 1, 1));
-    const w = take(b1, sem('idle', 1, 1, { timeoutMs: 20_000 }));
+    const a = await take(p0, sem('idle', 1, 1));
+    const w = take(p1, sem('idle', 1, 1, { timeoutMs: 20_000 }));
     await until(() => b1.permitResources.listeners === 1, 'head listening');
     await a.release();
     await (await w).release();
-    const m = await take(b0, req('mutex', 'idle'));
+    const m = await take(p0, req('mutex', 'idle'));
     await m.release();
     const rows = await admin.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM "${schema}"."lockstep$permit"`,
@@ -370,7 +376,7 @@ describe('postgres permits: nothing left when idle', () => {
     const p = await take(b, sem('closing', 2, 2));
     await b.close();
     expect(p.lost).toBe(false);
-    expect(await b0.permitsHeld('semaphore', 'closing')).toBe(0);
+    expect(await p0.permitsHeld('semaphore', 'closing')).toBe(0);
     expect(await settledWithin(p.release(), 5000)).toBe(true);
   });
 });

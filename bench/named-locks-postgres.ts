@@ -3,10 +3,12 @@
  * hand-written `pg_advisory_xact_lock` loop users write today (`BEGIN; SELECT
  * pg_advisory_xact_lock(h); COMMIT` on a pool of 16), in the same run, on the same server.
  *
- * The subject is the PostgreSQL backend's `acquirePermit` + `release` (what `store.mutex(name)`
- * runs on, minus the boundary's checks): a mutex permit (advisory lock held by a transaction,
- * permit-locks.ts), and for reference a semaphore of 1 and of 5 permits (holder rows under a FIFO
- * gate, permit-rows.ts). Each critical section is empty: the figure is the hand-off.
+ * The subject is `store.mutex(name).run(fn)` through the public store API (`createStore(
+ * postgres(...))`, default options: the boundary's checks and in-process deadlock tracking on): a
+ * mutex permit is an advisory lock held by a transaction (permit-locks.ts). For reference: the
+ * backend's `acquirePermit` + `release` alone (no store), and `store.semaphore` of 1 and of 5
+ * permits (holder rows under a FIFO gate, permit-rows.ts). Each critical section is empty: the
+ * figure is the hand-off.
  *
  * Warm-up, alternated pairs and median ratios as in bench/postgres.ts (see `alternate` in
  * measure.ts). Run: `npm run bench -- named-locks-postgres` (DATABASE_URL: a server you own).
@@ -14,6 +16,7 @@
 import pg from 'pg';
 import { postgres } from '../src/backends/postgres/index.js';
 import type { PermitRequest } from '../src/store/backend.js';
+import { createStore } from '../src/store/index.js';
 import {
   alternate,
   type Measure,
@@ -35,6 +38,11 @@ export default async function main(): Promise<void> {
   const schema = `lsbench_locks_${process.pid}`;
   const pool = new pg.Pool({ connectionString: URL_, max: POOL });
   const backend = postgres({ url: URL_, schema, poolSize: POOL });
+  const store = createStore(postgres({ url: URL_, schema, poolSize: POOL }));
+  const storeMutex = store.mutex('hot-store');
+  const storeSem1 = store.semaphore('hot-store1', { permits: 1 });
+  const storeSem5 = store.semaphore('hot-store5', { permits: 5 });
+  const empty = () => undefined;
   const key = 424242;
   const permit = (r: Partial<PermitRequest>): PermitRequest => ({
     kind: 'mutex',
@@ -47,8 +55,6 @@ export default async function main(): Promise<void> {
     ...r,
   });
   const mutex = permit({});
-  const sem1 = permit({ kind: 'semaphore', name: 'hot1' });
-  const sem5 = permit({ kind: 'semaphore', name: 'hot5', permits: 5 });
   const cycle = async (r: PermitRequest) => {
     const p = await backend.acquirePermit(r);
     await p?.release();
@@ -75,12 +81,18 @@ export default async function main(): Promise<void> {
           c.release();
         }
       },
-      [() => cycle(mutex), () => cycle(sem1), () => cycle(sem5)],
+      [
+        () => storeMutex.run(empty),
+        () => cycle(mutex),
+        () => storeSem1.run(empty),
+        () => storeSem5.run(empty),
+      ],
     );
     const names = [
-      'lockstep mutex permit: acquire + release',
-      'lockstep semaphore(1) permit (rows + gate)',
-      'lockstep semaphore(5) permit (rows + gate)',
+      'lockstep store.mutex(name).run(fn)',
+      'lockstep backend acquirePermit + release',
+      'lockstep store.semaphore({ permits: 1 }).run',
+      'lockstep store.semaphore({ permits: 5 }).run',
     ];
     console.log(
       `  ${'pg BEGIN; pg_advisory_xact_lock; COMMIT'.padEnd(44)} ${rate(r.anchor).toFixed(0).padStart(7)} ops/s  p99 ${percentile(r.anchor.lat, 0.99).toFixed(1)} ms  (anchor)`,
@@ -93,6 +105,7 @@ export default async function main(): Promise<void> {
     });
   } finally {
     await backend.close();
+    await store.close();
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await pool.end();
   }

@@ -78,11 +78,9 @@ export async function acquireLockPermit(
   }
   const key = permitLockKey(ctx.schema, req.kind, req.name);
   const fn = `pg${req.nowait ? '_try' : ''}_advisory_xact_lock${shared(req) ? '_shared' : ''}`;
+  // A deadline already reached (timeoutMs 0, or a retry late) still asks once: lock_timeout is
+  // at least 1 ms, so a free lock is granted and a held one times out at once.
   const left = deadline === undefined ? undefined : deadline - performance.now();
-  if (left !== undefined && left <= 0) {
-    await conn.done();
-    throw new LockTimeoutError(permitName(req.kind, req.name), req.timeoutMs ?? 0);
-  }
   // One round trip. set_config(..., true) is SET LOCAL, in force before the lock is waited for
   // (the target list runs left to right): lock_timeout bounds the wait by timeoutMs on the
   // server; idle_in_transaction_session_timeout is the lease. The fence is drawn once the lock

@@ -124,8 +124,8 @@ export async function acquireRowPermit(
   req.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     if (req.signal?.aborted) throw req.signal.reason;
+    // A deadline already reached still asks once (lock_timeout is at least 1 ms).
     const left = deadline === undefined ? undefined : deadline - performance.now();
-    if (left !== undefined && left <= 0) throw timedOut();
     const gateFn = req.nowait ? 'pg_try_advisory_xact_lock' : 'pg_advisory_xact_lock';
     // One round trip: the mismatch a holder can already tell (nothing queued then), the gate
     // (FIFO, bounded by lock_timeout), and the first look.

@@ -157,6 +157,16 @@ describe('postgres permits: grants and fences', () => {
     await d.release();
   });
 
+  it('timeoutMs 0 asks once: granted when free, LockTimeoutError when held', async () => {
+    for (const r of [req('mutex', 't0'), sem('t0', 1, 1)]) {
+      const a = await take(p0, { ...r, timeoutMs: 0 });
+      await expect(p1.acquirePermit({ ...r, timeoutMs: 0 })).rejects.toMatchObject({
+        code: 'LOCK_TIMEOUT',
+      });
+      await a.release();
+    }
+  });
+
   it('a mutex or rwlock of another shape is refused (the kind fixes permits)', async () => {
     await expect(p0.acquirePermit(req('mutex', 'bad', { permits: 2 }))).rejects.toMatchObject({
       code: 'INVALID',

@@ -45,6 +45,7 @@ export class PermitListener {
   #ready: Promise<void> | undefined;
   #retry: NodeJS.Timeout | undefined;
   #attempt = 0;
+  #listening = false;
 
   constructor(ctx: PgContext) {
     this.#ctx = ctx;
@@ -54,6 +55,11 @@ export class PermitListener {
   /** The channel releases notify (for the release statement). */
   get channel(): string {
     return this.#channel;
+  }
+
+  /** LISTEN is in force now: a watcher added now hears every release committed from now on. */
+  get listening(): boolean {
+    return this.#listening;
   }
 
   /** Open connections (0 or 1): what an idle backend must bring back to 0. */
@@ -123,7 +129,9 @@ export class PermitListener {
     })();
     ready.catch(() => this.#dropped(client));
     this.#ready = ready.then(() => {
+      if (this.#client !== client) return;
       this.#attempt = 0;
+      this.#listening = true;
       // Anything released while we were not listening was not heard: everyone looks again.
       this.#wakeAll();
     });
@@ -135,6 +143,7 @@ export class PermitListener {
     if (this.#client !== client) return;
     this.#client = undefined;
     this.#ready = undefined;
+    this.#listening = false;
     client.removeAllListeners('notification');
     client.on('error', () => {});
     void client.end().catch(() => {});
@@ -159,6 +168,7 @@ export class PermitListener {
     const client = this.#client;
     this.#client = undefined;
     this.#ready = undefined;
+    this.#listening = false;
     if (client) {
       client.removeAllListeners('notification');
       client.on('error', () => {});

@@ -120,9 +120,17 @@ export async function acquireRowPermit(
     }
   };
   let unwatch: (() => void) | undefined;
+  let woken = false;
+  const heard = () => {
+    woken = true;
+    wake?.();
+  };
   let ok = false;
   req.signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    // Listening already (the pool is contended): be heard before the first look, so that a
+    // head's first look is one it can wait on.
+    if (!req.nowait && listener.listening) unwatch = listener.watch(gate, heard);
     if (req.signal?.aborted) throw req.signal.reason;
     // A deadline already reached still asks once (lock_timeout is at least 1 ms).
     const left = deadline === undefined ? undefined : deadline - performance.now();
@@ -145,33 +153,35 @@ export async function acquireRowPermit(
     if (gateRow.gate === 'mismatch' || seen.mismatch === 't') throw mismatch(req);
     if (seen.fence === null && req.nowait) return undefined;
     if (seen.fence === null) {
-      // The head of the queue, and its weight does not fit: listen, then look again whenever
-      // units may have come back.
-      let woken = false;
+      // The head of the queue, and its weight does not fit: wait for units to come back. A look
+      // counts only if it was taken while this head was already heard (listening and watching):
+      // a release between an earlier look and the watch would go unheard. Under contention the
+      // listener is open before the first look (see `early` above), which saves a round trip per
+      // hand-off; otherwise watch now and look again.
       const keepAlive = Math.max(1, Math.floor(req.leaseMs / 3));
-      unwatch = listener.watch(gate, () => {
-        woken = true;
-        wake?.();
-      });
+      let fresh = unwatch !== undefined;
+      if (!fresh) {
+        unwatch = listener.watch(gate, heard);
+        await sleep(listener.ready(), deadline, req.signal, (w) => (wake = w));
+      }
       // Its session ending (terminated, the network) wakes it too: the next look fails with the
       // connection loss, and the caller waits again on another connection.
-      conn.onDeath(() => {
-        woken = true;
-        wake?.();
-      });
-      await sleep(listener.ready(), deadline, req.signal, (w) => (wake = w));
+      conn.onDeath(heard);
       for (;;) {
         if (aborted) throw req.signal?.reason;
         if (deadline !== undefined && performance.now() >= deadline) throw timedOut();
-        woken = false;
-        try {
-          seen = (await run(look))[0]?.rows[0] as Raw;
-        } catch (err) {
-          if (aborted) throw req.signal?.reason;
-          throw err;
+        if (!fresh) {
+          woken = false;
+          try {
+            seen = (await run(look))[0]?.rows[0] as Raw;
+          } catch (err) {
+            if (aborted) throw req.signal?.reason;
+            throw err;
+          }
+          if (seen.mismatch === 't') throw mismatch(req);
+          if (seen.fence !== null) break;
         }
-        if (seen.mismatch === 't') throw mismatch(req);
-        if (seen.fence !== null) break;
+        fresh = false;
         if (woken) continue;
         const next = seen.next_ms === null ? keepAlive : Math.max(1, Number(seen.next_ms) + 1);
         await sleep(undefined, deadline, req.signal, (w) => (wake = w), Math.min(next, keepAlive));

@@ -85,9 +85,13 @@ export async function acquireLockPermit(
   // (the target list runs left to right): lock_timeout bounds the wait by timeoutMs on the
   // server; idle_in_transaction_session_timeout is the lease. The fence is drawn once the lock
   // is held, so it is larger than every earlier holder's.
+  // Without timeoutMs, lock_timeout is left as it is (0 unless a role or database sets it; one
+  // setting less per hand-off, measured on the server): if it fires anyway, we wait again.
+  const lockTimeout =
+    left === undefined ? '' : `set_config('lock_timeout', '${settingMs(left)}', true) AS lt, `;
   const sql = [
     'BEGIN',
-    `SELECT set_config('lock_timeout', '${left === undefined ? 0 : settingMs(left)}', true) AS lt, set_config('idle_in_transaction_session_timeout', '${settingMs(req.leaseMs)}', true) AS it, ${fn}(${key})::text AS got, nextval('${ident(ctx.schema)}.${ident(FENCE_SEQUENCE)}') AS fence`,
+    `SELECT ${lockTimeout}set_config('idle_in_transaction_session_timeout', '${settingMs(req.leaseMs)}', true) AS it, ${fn}(${key})::text AS got, nextval('${ident(ctx.schema)}.${ident(FENCE_SEQUENCE)}') AS fence`,
   ].join('; ');
   let aborted = false;
   const onAbort = () => {
@@ -108,6 +112,8 @@ export async function acquireLockPermit(
     }
     await conn.done();
     if (sqlState(err) === '55P03') {
+      // A lock_timeout of the role's, not ours: the caller asked to wait without a bound.
+      if (deadline === undefined) return acquireLockPermit(ctx, host, req, deadline);
       throw new LockTimeoutError(permitName(req.kind, req.name), req.timeoutMs ?? 0);
     }
     throw err;

@@ -84,7 +84,7 @@ export class PermitListener {
       const s = this.#watchers.get(poolKey);
       s?.delete(wake);
       if (s?.size === 0) this.#watchers.delete(poolKey);
-      this.#count--;
+      this.#count = Math.max(0, this.#count - 1);
       if (this.#count === 0 && this.#holds === 0) this.#shut();
     };
   }
@@ -99,7 +99,8 @@ export class PermitListener {
     return () => {
       if (!on) return;
       on = false;
-      this.#holds--;
+      // close() may have zeroed the count meanwhile.
+      this.#holds = Math.max(0, this.#holds - 1);
       if (this.#count === 0 && this.#holds === 0) this.#shut();
     };
   }

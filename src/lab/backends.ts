@@ -1,10 +1,15 @@
 /**
- * Backend selection for the lab: `memory` (default), `redis://...` or `postgres://...`.
- * Server backends are imported lazily, only when asked for, and every run isolates itself (a
- * random key prefix on Redis, a random schema on PostgreSQL) and removes what it created.
+ * Backend selection for the lab: `memory` (default), `redis://...`, `postgres://...`, `sqlite`
+ * or `sqlite://path`. Backends other than memory are imported lazily, only when asked for, and
+ * every run isolates itself (a random key prefix on Redis, a random schema on PostgreSQL, a
+ * temporary file named after the run for `sqlite`) and removes what it created; `sqlite://path`
+ * uses that file as it is and keeps it.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createStore, memory } from '../index.js';
 import type { BackendKind, LabStore } from './types.js';
 import { errorMessage } from './util.js';
@@ -39,7 +44,8 @@ export interface LabBackend {
   cleanup(): Promise<void>;
 }
 
-const USAGE = 'expected memory, redis://host:port or postgres://user@host:port/database';
+const USAGE =
+  'expected memory, redis://host:port, postgres://user@host:port/database, sqlite (a temporary file) or sqlite://path';
 const CONNECT_TIMEOUT_MS = 3000;
 const PROBE_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 5000;
@@ -88,6 +94,9 @@ export async function openBackend(
   if (text === 'memory' || text === 'memory:' || text === 'memory://') {
     const store = createStore(memory());
     return { kind: 'memory', label: 'memory', store, cleanup: () => closeQuietly(store) };
+  }
+  if (text === 'sqlite' || text === 'sqlite:' || text.startsWith('sqlite:')) {
+    return openSqlite(text, runId);
   }
   let url: URL;
   try {
@@ -271,6 +280,39 @@ async function openPostgres(
     throw err;
   }
   return { kind: 'postgres', label, store, connections: poolSize, cleanup };
+}
+
+/**
+ * `sqlite` (a file in the temporary directory named after the run, so that verify's worker
+ * processes open the same one; removed by cleanup) or `sqlite://path` (that file, kept).
+ */
+async function openSqlite(text: string, runId: string): Promise<LabBackend> {
+  const { sqlite } = await importBackend(() => import('../backends/sqlite/index.js'), 'SQLite');
+  const given = text === 'sqlite' ? '' : text.replace(/^sqlite:(\/\/)?/, '');
+  const temporary = given === '';
+  const path = temporary ? join(tmpdir(), `lockstep-lab-${runId}.db`) : given;
+  let store: LabStore;
+  try {
+    store = createStore(sqlite({ path }));
+  } catch (err) {
+    throw new LabError(`cannot open SQLite database ${path}: ${errorMessage(err)}`, 3);
+  }
+  const label = temporary ? `sqlite (temporary file ${path})` : `sqlite://${path}`;
+  const cleanup = async () => {
+    await closeQuietly(store);
+    if (temporary) {
+      for (const suffix of ['', '-wal', '-shm', '-lockstep-wake']) {
+        rmSync(`${path}${suffix}`, { force: true });
+      }
+    }
+  };
+  try {
+    await probe(store, 'SQLite', label);
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+  return { kind: 'sqlite', label, store, cleanup };
 }
 
 async function dropSchema(url: URL, schema: string, warn: boolean): Promise<void> {

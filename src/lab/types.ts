@@ -9,7 +9,7 @@ import type { Rng } from './util.js';
 export type LabStore = ReturnType<typeof createStore>;
 
 /** Which kind of backend the run uses; some strategies adapt (Redis has no deadlock detector). */
-export type BackendKind = 'memory' | 'redis' | 'postgres';
+export type BackendKind = 'memory' | 'redis' | 'postgres' | 'sqlite';
 
 /** Everything a strategy needs to run. One context per strategy run. */
 export interface LabContext {

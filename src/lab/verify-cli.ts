@@ -309,6 +309,12 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
       2,
     );
   }
+  if (opts.faults === 'client' && /^sqlite(:|$)/.test(opts.backend.trim())) {
+    fail(
+      '--faults client needs a server backend (redis://... or postgres://...): SQLite has no connections to break',
+      2,
+    );
+  }
   if (opts.processes > 1 && isMemory) {
     fail('--processes needs a server backend: the memory backend lives in one process', 2);
   }

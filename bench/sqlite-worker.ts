@@ -11,7 +11,18 @@ import { z } from 'zod';
 import { sqlite } from '../src/backends/sqlite/index.js';
 import { createStore } from '../src/index.js';
 
-const [path, ms, sync] = process.argv.slice(2);
+const [path, ms, sync, role] = process.argv.slice(2);
+if (role === 'idle') {
+  // the control: a process that only measures its event-loop delay on this machine right now
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  await new Promise((r) => setTimeout(r, Number(ms)));
+  h.disable();
+  process.stdout.write(
+    `${JSON.stringify({ locks: 0, wakeups: [], loopP99Ms: h.percentile(99) / 1e6, loopMaxMs: h.max / 1e6 })}\n`,
+  );
+  process.exit(0);
+}
 const now = () => performance.timeOrigin + performance.now();
 const store = createStore(
   sqlite({ path: path as string, synchronous: sync === 'normal' ? 'normal' : 'full' }),

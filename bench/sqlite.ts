@@ -9,7 +9,8 @@
  *    document read, the commit fenced: two transactions) vs the same hand-written transaction
  *    (in SQLite the write transaction is the lock).
  * 3. 4 processes contend for one lock (bench/sqlite-worker.ts): wake-up latency (previous
- *    holder's commit to the next holder in another process) and each process's event-loop delay.
+ *    holder's commit to the next holder in another process) and each process's event-loop delay,
+ *    next to a 5th process that only measures its own (the machine's floor at that moment).
  * 4. A waiter's idle cost: CPU time used by a process waiting 2 s for a lease held by another.
  *
  * Sections 1-2 alternate anchor and subjects for BENCH_PAIRS pairs (default 5) of BENCH_SECONDS
@@ -17,6 +18,7 @@
  * BENCH_SYNC=normal|full (default: both). Run: `npm run bench -- sqlite`.
  */
 import { spawn } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { z } from 'zod';
@@ -90,10 +92,18 @@ function rawCounter(path: string, synchronous: 'normal' | 'full') {
   };
 }
 
-function runWorker(path: string, ms: number, sync: string) {
+function runWorker(path: string, ms: number, sync: string, role = 'lock') {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', join(import.meta.dirname, 'sqlite-worker.ts'), path, String(ms), sync],
+    [
+      '--import',
+      'tsx',
+      join(import.meta.dirname, 'sqlite-worker.ts'),
+      path,
+      String(ms),
+      sync,
+      role,
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
@@ -168,7 +178,10 @@ export default async function main(): Promise<void> {
         .put('hot', { n: 0, at: 0, by: 0 });
       await setup.close();
       const ms = Number(process.env.BENCH_CONTEND_MS ?? 3000);
-      const results = await Promise.all([0, 1, 2, 3].map(() => runWorker(db.path, ms, sync)));
+      const [control, ...results] = await Promise.all([
+        runWorker(db.path, ms, sync, 'idle'),
+        ...[0, 1, 2, 3].map(() => runWorker(db.path, ms, sync)),
+      ]);
       const wakeups = results.flatMap((r) => r.wakeups);
       const locks = results.reduce((a, r) => a + r.locks, 0);
       console.log(`3. 4 processes contend for one lock, ${ms} ms (synchronous=${sync})`);
@@ -177,6 +190,11 @@ export default async function main(): Promise<void> {
       );
       console.log(
         `  event-loop delay per process: p99 ${results.map((r) => r.loopP99Ms.toFixed(2)).join(', ')} ms; max ${results.map((r) => r.loopMaxMs.toFixed(1)).join(', ')} ms`,
+      );
+      console.log(
+        `  control (a 5th process that only measures, same window): p99 ${control?.loopP99Ms.toFixed(2)} ms, max ${control?.loopMaxMs.toFixed(1)} ms; load average ${loadavg()
+          .map((x) => x.toFixed(1))
+          .join(' ')}`,
       );
     }
     if (want(4)) {

@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import type { Database, Statement } from 'better-sqlite3';
+import { type Checkpointer, checkpointerFor } from './checkpoints.js';
 import { closedError, toBackendError } from './errors.js';
 import { configure, migrate } from './migrations.js';
 import type { BackendSettings } from './options.js';
@@ -104,6 +105,10 @@ export class SqliteContext {
   readonly file: string | undefined;
   readonly channel: WakeChannel;
   readonly #releaseChannel: () => void;
+  /** Runs WAL checkpoints in a worker thread (undefined: in memory). */
+  readonly checkpointer: Checkpointer | undefined;
+  readonly #releaseCheckpointer: (() => void) | undefined;
+  #autoCheckpoints = false;
   /** Waits and pauses in progress: close() rejects each with closedError. */
   readonly cancels = new Set<Cancel>();
   closed = false;
@@ -123,6 +128,11 @@ export class SqliteContext {
     );
     this.channel = channel;
     this.#releaseChannel = release;
+    if (this.file !== undefined) {
+      const cp = checkpointerFor(this.file);
+      this.checkpointer = cp.checkpointer;
+      this.#releaseCheckpointer = cp.release;
+    }
     // Usually ready at once; another process switching the file to WAL makes it wait (async).
     if (this.#setUp() === BUSY) this.#ready = this.#setUpLater();
   }
@@ -150,6 +160,21 @@ export class SqliteContext {
     if (this.closed) throw closedError();
   }
 
+  /** After each committed write transaction: counts it for the checkpoint worker. */
+  afterCommit(): void {
+    const cp = this.checkpointer;
+    if (cp === undefined) return;
+    if (!cp.failed) {
+      cp.committed();
+      return;
+    }
+    if (!this.#autoCheckpoints) {
+      // no worker: SQLite's own checkpoints (inside COMMIT) keep the log from growing
+      this.#autoCheckpoints = true;
+      this.db.pragma('wal_autocheckpoint = 1000');
+    }
+  }
+
   /** A fresh incarnation: never returned again by any backend. */
   newIncarnation(): string {
     this.#incarnations += 1;
@@ -159,6 +184,9 @@ export class SqliteContext {
   #setUp(): undefined | typeof BUSY {
     try {
       configure(this.db, this.settings);
+      if (this.checkpointer !== undefined && !this.checkpointer.failed) {
+        this.db.pragma('wal_autocheckpoint = 0');
+      }
     } catch (err) {
       if ((err as { code?: string }).code?.startsWith('SQLITE_BUSY')) return BUSY;
       throw toBackendError(err, 'setup');
@@ -192,6 +220,7 @@ export class SqliteContext {
   /** Releases the wake-up channel and closes our own connection (never the user's). */
   finishClose(): void {
     this.#releaseChannel();
+    this.#releaseCheckpointer?.();
     if (this.ownDb && this.db.open) this.db.close();
   }
 }

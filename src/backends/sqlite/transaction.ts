@@ -60,6 +60,7 @@ export function immediate<T>(ctx: SqliteContext, body: () => TxOutcome<T>): T | 
     if (isBusy(err)) return BUSY;
     throw err;
   }
+  ctx.afterCommit();
   return out.value;
 }
 

@@ -28,12 +28,15 @@
  * - Waiting (`wakeups.ts`): a lease's end writes one byte into `<file>-lockstep-wake`, which every
  *   process with a waiter watches (`fs.watch`); waiters also wake at the blocking lease's expiry.
  *   No polling while idle or while waiting.
+ * - Named pools (`permits.ts`): holder and FIFO waiter rows per pool, granted by weight in queue
+ *   order, fenced per pool; a dead waiter's row lapses within a few seconds.
  * - Deadlocks: nested locks in opposite orders within one process are found by the boundary's
  *   wait-for graph (`supports.inProcessDeadlocks`); across processes they end at `timeoutMs`.
  *
  * Files: `options.ts`, `context.ts` (connection, statements, settings), `migrations.ts`,
  * `transaction.ts` (BEGIN IMMEDIATE and async busy retries), `errors.ts`, `rows.ts`, `batch.ts`,
- * `reading.ts`, `write.ts`, `acquire.ts`, `lease.ts`, `commit.ts`, `leases.ts`, `wakeups.ts`.
+ * `reading.ts`, `write.ts`, `acquire.ts`, `lease.ts`, `commit.ts`, `leases.ts`, `permits.ts`,
+ * `wakeups.ts`, `checkpoints.ts` (WAL checkpoints in a worker thread).
  */
 import type { Database } from 'better-sqlite3';
 import type {
@@ -43,6 +46,9 @@ import type {
   DocWrite,
   Lease,
   LeaseRequest,
+  PermitKind,
+  PermitLease,
+  PermitRequest,
   StoredDoc,
   WriteOptions,
   WriteResult,
@@ -53,6 +59,7 @@ import { SqliteContext } from './context.js';
 import { toBackendError } from './errors.js';
 import { Leases } from './leases.js';
 import type { BackendSettings } from './options.js';
+import { Permits } from './permits.js';
 import { readNow } from './reading.js';
 import { BUSY, retryBusy } from './transaction.js';
 import { isResult, type NotYet, tryWrite, writeSlow } from './write.js';
@@ -73,6 +80,7 @@ export class SqliteBackend implements Backend {
   readonly supports: BackendCapabilities;
   readonly #ctx: SqliteContext;
   readonly #leases: Leases;
+  readonly #permits: Permits;
   #closing: Promise<void> | undefined;
 
   /** @internal use `sqlite()`. */
@@ -86,6 +94,7 @@ export class SqliteBackend implements Backend {
       serverDeadlocks: false,
     };
     this.#leases = new Leases(this.#ctx);
+    this.#permits = new Permits(this.#ctx);
   }
 
   /** The better-sqlite3 connection this backend uses (yours, or the one it opened). */
@@ -96,6 +105,11 @@ export class SqliteBackend implements Backend {
   /** Open leases of this backend (0 when idle; for leak checks). */
   get openLeases(): number {
     return this.#leases.size;
+  }
+
+  /** Open permit leases of this backend (0 when idle; for leak checks). */
+  get openPermits(): number {
+    return this.#permits.size;
   }
 
   /**
@@ -177,6 +191,37 @@ export class SqliteBackend implements Backend {
   }
 
   /**
+   * Takes `weight` units of a named pool: FIFO by weight across every process on the file,
+   * fenced, woken without polling (see `permits.ts`).
+   *
+   * @example
+   * ```ts
+   * const p = await backend.acquirePermit({ kind: 'mutex', name: 'nightly', permits: 1, weight: 1,
+   *   leaseMs: 30_000, renew: true, nowait: false });
+   * await p?.release();
+   * ```
+   */
+  acquirePermit(request: PermitRequest): Promise<PermitLease | undefined> {
+    return this.#permits.acquire(request).catch((err: unknown) => {
+      throw toBackendError(err, 'acquirePermit');
+    });
+  }
+
+  /**
+   * Units of the pool `(kind, name)` held by live leases now (machine clock).
+   *
+   * @example
+   * ```ts
+   * await backend.permitsHeld('semaphore', 'uploads'); // 0 when nobody holds it
+   * ```
+   */
+  permitsHeld(kind: PermitKind, name: string): Promise<number> {
+    return this.#permits.held(kind, name).catch((err: unknown) => {
+      throw toBackendError(err, 'permitsHeld');
+    });
+  }
+
+  /**
    * Cancels waits, releases open leases and closes the connection if this backend opened it
    * (never a `database` you passed).
    *
@@ -189,7 +234,7 @@ export class SqliteBackend implements Backend {
     this.#closing ??= (async () => {
       this.#ctx.beginClose();
       try {
-        await this.#leases.releaseAll();
+        await Promise.all([this.#leases.releaseAll(), this.#permits.releaseAll()]);
       } finally {
         this.#ctx.finishClose();
       }

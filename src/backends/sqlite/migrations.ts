@@ -7,7 +7,11 @@
  *   for another process; `synchronous` as configured (see `options.ts`).
  * - `lockstep_docs`: one row per document (JSON data, version, per-field versions, incarnation);
  * - `lockstep_leases`: one row per held lease and key, expiring on the machine's clock;
- * - `lockstep_meta`: the fence counter (fences and nothing else come from it).
+ * - `lockstep_permits`: named pools' holders (`granted = 1`) and FIFO waiters (`granted = 0`,
+ *   in `seq` order), each expiring on the machine's clock (a waiter refreshes its row while it
+ *   waits, so a dead waiter leaves the queue within {@link WAITER_TTL_MS});
+ * - `lockstep_pools`: one row per pool ever used, its fence and queue counters;
+ * - `lockstep_meta`: the fence counter of document leases.
  *
  * @example
  * ```ts
@@ -17,6 +21,9 @@
  */
 import type { Database } from 'better-sqlite3';
 import type { BackendSettings } from './options.js';
+
+/** A waiting permit request's row expires this long after its waiter last refreshed it. */
+export const WAITER_TTL_MS = 3000;
 
 /** The schema version this code writes; stored in `lockstep_meta`. */
 export const SCHEMA_VERSION = 1;
@@ -42,6 +49,25 @@ CREATE TABLE IF NOT EXISTS lockstep_leases (
   expires_at INTEGER NOT NULL,
   fence INTEGER NOT NULL,
   PRIMARY KEY (model, key, action, token)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lockstep_permits (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  token TEXT NOT NULL,
+  weight INTEGER NOT NULL,
+  permits INTEGER NOT NULL,
+  granted INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  fence INTEGER NOT NULL,
+  PRIMARY KEY (kind, name, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lockstep_pools (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  fence INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lockstep_meta (
   name TEXT PRIMARY KEY,

@@ -1,7 +1,7 @@
 // Builds the `lockstep-lab` package (packages/lab/dist/) from the library build (dist/lab/,
 // compiled from src/lab/ by `npm run build`): the lab's JavaScript, with each import that
 // leaves src/lab/ pointed at the library entry point a user imports (`lockstep`,
-// `lockstep/redis`, `lockstep/postgres`, `lockstep/verify`), so that the lab runs against the installed library
+// `lockstep/redis`, `lockstep/postgres`, `lockstep/sqlite`, `lockstep/verify`), so that the lab runs against the installed library
 // and the library never carries the CLI's dependencies. An import of any other library module
 // stops the build: the lab may use only what the package exports.
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +18,7 @@ const ENTRY_POINTS = {
   'index.js': 'lockstep',
   'backends/redis/index.js': 'lockstep/redis',
   'backends/postgres/index.js': 'lockstep/postgres',
+  'backends/sqlite/index.js': 'lockstep/sqlite',
   'verify/index.js': 'lockstep/verify',
 };
 
@@ -49,7 +50,7 @@ for (const rel of modules) {
     const entry = ENTRY_POINTS[relative(dist, target).split('\\').join('/')];
     if (entry === undefined) {
       throw new Error(
-        `build-lab: src/lab/${rel.replace(/\.js$/, '.ts')} imports ${spec}, which is not a public entry point; import it from 'lockstep', 'lockstep/redis', 'lockstep/postgres' or 'lockstep/verify' (src/index.ts, src/backends/*/index.ts, src/verify/index.ts)`,
+        `build-lab: src/lab/${rel.replace(/\.js$/, '.ts')} imports ${spec}, which is not a public entry point; import it from 'lockstep', 'lockstep/redis', 'lockstep/postgres', 'lockstep/sqlite' or 'lockstep/verify' (src/index.ts, src/backends/*/index.ts, src/verify/index.ts)`,
       );
     }
     return `${head}${quote}${entry}${quote}`;

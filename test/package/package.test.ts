@@ -2,7 +2,7 @@
  * What a consumer installs: the `lockstep` and `lockstep-lab` tarballs as `npm pack` makes them
  * from this checkout's build (run `npm run build` first; `npm test` does), installed with npm
  * into temporary apps. The library has no dependency and imports nothing but Node and its
- * optional peers (ioredis, pg); it works from ESM alone, then with the peers against the test
+ * optional peers (ioredis, pg, better-sqlite3); it works from ESM alone, then with the peers against the test
  * servers (under a unique prefix and schema, removed afterwards); `require('lockstep')` loads
  * the same ES module where Node can require ES modules, and fails with ERR_REQUIRE_ESM where it
  * cannot. The lab package brings the CLI's libraries and its `lockstep-lab` command runs.
@@ -166,7 +166,7 @@ describe('the lockstep tarball', () => {
     );
   });
 
-  it('its files import nothing but node: modules and the optional peers ioredis and pg', async () => {
+  it('its files import nothing but node: modules and the optional peers ioredis, pg and better-sqlite3', async () => {
     const dir = app('scan');
     await install(dir, library);
     const home = join(dir, 'node_modules', 'lockstep');
@@ -175,7 +175,7 @@ describe('the lockstep tarball', () => {
       for (const s of bareImports(readFileSync(f, 'utf8'))) imported.add(s);
     }
     const outside = [...imported].filter((s) => !s.startsWith('node:'));
-    expect(outside.sort()).toEqual(['ioredis', 'pg']);
+    expect(outside.sort()).toEqual(['better-sqlite3', 'ioredis', 'pg']);
     for (const lib of CLI_LIBRARIES) expect(imported.has(lib)).toBe(false);
   });
 

@@ -51,6 +51,10 @@ describe('README examples', () => {
         // to the build that `npm test` makes first)
         .replaceAll("from 'lockstep/threads'", `from '${join(root, 'src/threads/index.ts')}'`)
         .replaceAll(
+          "from 'lockstep/sqlite'",
+          `from '${join(root, 'src/backends/sqlite/index.ts')}'`,
+        )
+        .replaceAll(
           "from 'lockstep/postgres'",
           `from '${join(root, 'src/backends/postgres/index.ts')}'`,
         )
@@ -64,7 +68,12 @@ describe('README examples', () => {
       const { stdout } = await run(join(root, 'node_modules/.bin/tsx'), [file], {
         cwd: root,
         timeout: 60_000,
-        env: { ...process.env, LOCKSTEP_PREFIX: prefix, LOCKSTEP_SCHEMA: schema },
+        env: {
+          ...process.env,
+          LOCKSTEP_PREFIX: prefix,
+          LOCKSTEP_SCHEMA: schema,
+          LOCKSTEP_SQLITE_PATH: join(tmp, `example-${i}.db`),
+        },
       });
       expect(stdout.trimEnd().split('\n')).toEqual(expected);
     });

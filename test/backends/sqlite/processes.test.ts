@@ -7,6 +7,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { sqlite } from '../../../src/backends/sqlite/index.js';
@@ -182,6 +183,54 @@ describe('sqlite across processes', () => {
       expect(a?.version).toBe(bb?.version);
       await b.close();
     }
+  }, 60_000);
+
+  it('named locks: a SIGKILLed holder frees its mutex within leaseMs, a SIGKILLed waiter leaves the queue', async () => {
+    const path = freshDb();
+    const b = open(path);
+    const mutex = (timeoutMs?: number) =>
+      b.acquirePermit({
+        kind: 'mutex',
+        name: 'nightly',
+        permits: 1,
+        weight: 1,
+        leaseMs: 30_000,
+        renew: true,
+        nowait: false,
+        ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      });
+    // a holder in another process, killed: the mutex comes back after its lease
+    const holder = await startClient(path);
+    const held = await holder.send({ op: 'permit', name: 'nightly', leaseMs: 300 });
+    expect(await b.permitsHeld('mutex', 'nightly')).toBe(1);
+    holder.child.kill('SIGKILL');
+    await holder.exited;
+    const mine = await mutex(20_000);
+    expect(mine?.fence).toBeGreaterThan(held.fence as number);
+    // a waiter in another process, queued behind us, killed: it does not hold the queue forever
+    const waiter = await startClient(path);
+    const waiting = waiter.send({ op: 'permit', name: 'nightly', leaseMs: 30_000 });
+    const raw = new Database(path, { readonly: true });
+    const queued = () =>
+      (
+        raw
+          .prepare(
+            "SELECT COUNT(*) AS n FROM lockstep_permits WHERE name = 'nightly' AND granted = 0",
+          )
+          .get() as { n: number }
+      ).n;
+    for (let i = 0; i < 600 && queued() === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(queued()).toBe(1);
+    waiter.child.kill('SIGKILL');
+    await waiter.exited;
+    void waiting.catch(() => undefined);
+    expect(await mine?.release()).toBe(true);
+    // FIFO: our next request queues behind the dead waiter's row until that row lapses
+    const next = await mutex(20_000);
+    expect(next?.fence).toBeGreaterThan(mine?.fence as number);
+    await next?.release();
+    expect(queued()).toBe(0);
+    raw.close();
   }, 60_000);
 
   it('a process holding the write lock: writes wait without blocking the event loop and time out cleanly', async () => {

@@ -80,7 +80,7 @@ function prepare(db: Database): Statements {
       'INSERT INTO lockstep_leases (model, key, action, token, exclusive, expires_at, fence) VALUES (?, ?, ?, ?, ?, ?, ?)',
     ),
     nextFence: db.prepare(
-      "UPDATE lockstep_meta SET value = value + 1 WHERE name = 'fence' RETURNING value",
+      "UPDATE lockstep_leases SET fence = fence + 1 WHERE model = '' AND key = '' AND action = '' AND token = '' RETURNING fence AS value",
     ),
     leaseExpiry: db.prepare(
       'SELECT expires_at FROM lockstep_leases WHERE model = ? AND key = ? AND action = ? AND token = ?',

@@ -6,12 +6,14 @@
  *   once with SQLITE_BUSY and Lockstep retries it asynchronously, so the event loop never waits
  *   for another process; `synchronous` as configured (see `options.ts`).
  * - `lockstep_docs`: one row per document (JSON data, version, per-field versions, incarnation);
- * - `lockstep_leases`: one row per held lease and key, expiring on the machine's clock;
+ * - `lockstep_leases`: one row per held lease and key, expiring on the machine's clock, and the
+ *   fence counter of document leases in the row keyed by empty strings (no model is named '':
+ *   it sorts first, so taking a fence writes the same page as the lease rows);
  * - `lockstep_permits`: named pools' holders (`granted = 1`) and FIFO waiters (`granted = 0`,
  *   in `seq` order), each expiring on the machine's clock (a waiter refreshes its row while it
  *   waits, so a dead waiter leaves the queue within {@link WAITER_TTL_MS});
  * - `lockstep_pools`: one row per pool ever used, its fence and queue counters;
- * - `lockstep_meta`: the fence counter of document leases.
+ * - `lockstep_meta`: the schema version.
  *
  * @example
  * ```ts
@@ -24,6 +26,9 @@ import type { BackendSettings } from './options.js';
 
 /** A waiting permit request's row expires this long after its waiter last refreshed it. */
 export const WAITER_TTL_MS = 3000;
+
+/** The fence row's expiry: never (the largest integer SQLite stores exactly as a double). */
+const FENCE_ROW_EXPIRY = Number.MAX_SAFE_INTEGER;
 
 /** The schema version this code writes; stored in `lockstep_meta`. */
 export const SCHEMA_VERSION = 1;
@@ -73,7 +78,9 @@ CREATE TABLE IF NOT EXISTS lockstep_meta (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO lockstep_meta (name, value) VALUES ('fence', 0), ('schema', ${SCHEMA_VERSION});
+INSERT OR IGNORE INTO lockstep_meta (name, value) VALUES ('schema', ${SCHEMA_VERSION});
+INSERT OR IGNORE INTO lockstep_leases (model, key, action, token, exclusive, expires_at, fence)
+  VALUES ('', '', '', '', 0, ${FENCE_ROW_EXPIRY}, 0);
 `;
 
 /**

@@ -16,7 +16,6 @@
  * const lease = await acquireLease(ctx, leases, request);
  * ```
  */
-import { randomBytes } from 'node:crypto';
 import { LockBusyError, LockTimeoutError } from '../../errors.js';
 import type { LeaseRequest, StoredDoc } from '../../store/backend.js';
 import { lockName } from '../../store/names.js';
@@ -58,7 +57,7 @@ export function tryAcquire(ctx: SqliteContext, req: LeaseRequest): Grant | Held 
       }
     }
     if (heldUntil !== undefined) return { value: { heldUntil }, write: false };
-    const token = randomBytes(12).toString('base64url');
+    const token = ctx.newToken();
     const fence = (st.nextFence.get() as { value: number }).value;
     const expiresAt = now + req.leaseMs;
     const exclusive = req.mode === 'exclusive' ? 1 : 0;

@@ -117,6 +117,7 @@ export class SqliteContext {
   /** Prefix of this backend's incarnations (unique per backend instance). */
   readonly #instance = `${randomBytes(6).toString('base64url')}.${process.pid.toString(36)}.`;
   #incarnations = 0;
+  #tokens = 0;
 
   constructor(db: Database, ownDb: boolean, settings: BackendSettings) {
     this.db = db;
@@ -173,6 +174,15 @@ export class SqliteContext {
       this.#autoCheckpoints = true;
       this.db.pragma('wal_autocheckpoint = 1000');
     }
+  }
+
+  /**
+   * A fresh lease token: never returned again by any backend (the instance's random prefix and a
+   * counter; `randomBytes` per lease cost 7 µs of a 90 µs lock).
+   */
+  newToken(): string {
+    this.#tokens += 1;
+    return `t${this.#instance}${this.#tokens.toString(36)}`;
   }
 
   /** A fresh incarnation: never returned again by any backend. */

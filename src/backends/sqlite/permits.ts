@@ -23,7 +23,6 @@
  * await lease?.release();
  * ```
  */
-import { randomBytes } from 'node:crypto';
 import type { Statement } from 'better-sqlite3';
 import { LeaseLostError, LockTimeoutError, ValidationError } from '../../errors.js';
 import type { PermitKind, PermitLease, PermitRequest } from '../../store/backend.js';
@@ -249,7 +248,7 @@ export class Permits {
     const started = Date.now();
     const deadline = req.timeoutMs === undefined ? undefined : started + req.timeoutMs;
     const label = permitName(req.kind, req.name);
-    const token = randomBytes(12).toString('base64url');
+    const token = ctx.newToken();
     let seq: number | undefined;
     let unwatch: (() => void) | undefined;
     try {

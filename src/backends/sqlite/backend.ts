@@ -27,7 +27,7 @@
  *   lease is refused with reason `fence` and writes nothing.
  * - Waiting (`wakeups.ts`): a lease's end writes one byte into `<file>-lockstep-wake`, which every
  *   process with a waiter watches (`fs.watch`); waiters also wake at the blocking lease's expiry.
- *   No polling while idle or while waiting.
+ *   Nothing runs while idle; a named-lock waiter refreshes its queue row once a second.
  * - Named pools (`permits.ts`): holder and FIFO waiter rows per pool, granted by weight in queue
  *   order, fenced per pool; a dead waiter's row lapses within a few seconds.
  * - Deadlocks: nested locks in opposite orders within one process are found by the boundary's

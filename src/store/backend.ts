@@ -12,6 +12,8 @@
  *    `write` that is refused unless the lease still holds, and releases it.
  * 4. `acquirePermit(request)` — leases on units of a named pool (FIFO, weighted, fenced): the
  *    one primitive behind named mutexes, reader/writer locks and semaphores.
+ * 5. `queues` — job queues: claims under a fenced lease on the server clock, completions that
+ *    commit a `write` batch atomically with them, enqueues inside a `write` batch.
  *
  * A new backend implements this file and passes `test/conformance/`; nothing else changes.
  *
@@ -374,6 +376,163 @@ export interface PermitLease {
   release(): Promise<boolean>;
 }
 
+/*
+ * ── Queues ──────────────────────────────────────────────────────────────────────────────────
+ * The primitives behind `store.queue(name, schema, options)` (SPEC "Queues"), in `backend.queues`.
+ *
+ * Semantics (identical on every backend; the conformance section `queues` checks them):
+ * - A job is in one state: `waiting` (claimable now), `delayed` (claimable from `runAt`),
+ *   `active` (claimed, its lease live), `failed` (dead letter: kept, inspectable, retryable).
+ *   A completed job is deleted: `getJob` answers undefined for it.
+ * - Claim order: lowest `priority` first, then earliest `runAt`, then enqueue order. A job is
+ *   never claimed before its `runAt` by the server's clock (memory: the process clock).
+ * - A claim is a lease of `leaseMs` on the server clock. It bumps the job's `fence` by 1 (so a
+ *   claim's fence is strictly greater than every earlier claim's of that job, `retryFailed`
+ *   included) and its `attempt` by 1 (1 on the first run; `retryFailed` resets it to 0).
+ *   An active job whose lease expired is claimable again at once (it counts as waiting), exactly
+ *   like a waiting job of its priority and `runAt`; if its expired claim was its last attempt
+ *   (`attempt >= maxAttempts`) the claim that finds it fails it instead (error "the lease
+ *   expired on the last attempt") and goes on to the next job.
+ * - Fenced steps: `complete`, `retry`, `fail` and `extend` name the job by `(queue, id, fence)`
+ *   and apply only while that claim holds (the job is active, its fence is this one and its lease
+ *   has not expired by the server clock); otherwise nothing changes and they report the loss
+ *   (`complete`: a refusal with reason `fence`; the others: `false`).
+ * - `complete(effects)`: the effects (a `write` batch) and the completion commit in ONE atomic
+ *   step (one script, one transaction): the claim is checked first (`fence` refusal), then the
+ *   batch's guards and refusals apply as for `write` (a refusal leaves the job active and its
+ *   claim held: nothing of either was written). Effects wait for default-action exclusive leases
+ *   like a plain `write`.
+ * - `enqueue(jobs, writes)`: the jobs are created in the same atomic step as `writes` (the
+ *   transactional outbox): they exist iff the batch applied. `key`: at most one waiting, delayed
+ *   or active job per (queue, key); enqueueing a key that has one returns that job
+ *   (`created: false`) and changes nothing about it. A failed or completed job frees its key.
+ * - Wake-ups: a claim that finds nothing waits for an enqueue, a retry, a `retryFailed`, or the
+ *   next `runAt`/lease expiry of the queue, without polling (memory: direct hand-off; Redis:
+ *   BZPOPMIN or pub/sub; PostgreSQL: LISTEN/NOTIFY), with a timer only for delays and expiries.
+ *   It gives up at `timeoutMs` (resolving undefined) or on `signal` (rejecting with its reason),
+ *   and leaves nothing behind.
+ * - Nothing stays for an idle queue except its jobs (waiting, delayed, active, failed).
+ * Input (queue names, ids, payloads as JSON, priorities, times, fences) is checked by the
+ * boundary; a backend assumes well-formed requests.
+ */
+
+/** A job's state (see the queue semantics above). */
+export type JobState = 'waiting' | 'delayed' | 'active' | 'failed';
+
+/** One job to create. Made by the store from `enqueue`/`enqueueMany`/`enqueueOp`. */
+export interface EnqueueRequest {
+  /** The queue: a model name (`/^[A-Za-z_][A-Za-z0-9_]{0,62}$/`). */
+  readonly queue: string;
+  /** The payload, already validated by the queue's schema. */
+  readonly data: Json;
+  /** Not claimable before this many ms after the enqueue, server clock (>= 0; 0 = at once). */
+  readonly delayMs: number;
+  /** Not claimable before this absolute time (epoch ms, server clock); wins over `delayMs`. */
+  readonly runAt?: number;
+  /** An integer; lower is claimed first. */
+  readonly priority: number;
+  /** Deduplication: at most one waiting, delayed or active job per (queue, key). */
+  readonly key?: string;
+  /** Claims allowed in all (a positive integer): a job whose last claim expired is failed. */
+  readonly maxAttempts: number;
+}
+
+/** What an enqueue made: the job's id, and whether it is new (false: the key's live job). */
+export interface EnqueuedJob {
+  readonly id: string;
+  readonly created: boolean;
+}
+
+/** The outcome of {@link QueueBackend.enqueue}: the write's outcome, and the jobs when applied. */
+export type EnqueueResult =
+  | (Extract<WriteResult, { applied: true }> & { readonly jobs: readonly EnqueuedJob[] })
+  | Extract<WriteResult, { applied: false }>;
+
+/** A job as stored (the caller's own copy). */
+export interface StoredJob {
+  readonly id: string;
+  readonly queue: string;
+  readonly data: Json;
+  /** `active` only while the claim's lease is live; an expired claim reads `waiting`. */
+  readonly state: JobState;
+  readonly priority: number;
+  /** Claimable from (epoch ms, server clock). */
+  readonly runAt: number;
+  /** Claims since the enqueue or the last `retryFailed` (0 before the first). */
+  readonly attempt: number;
+  /** The current or last claim's fence (0 before the first claim); never decreases. */
+  readonly fence: number;
+  readonly maxAttempts: number;
+  readonly key?: string;
+  /** The last `retry`/`fail` error message, if any. */
+  readonly error?: string;
+}
+
+/** What a claim asks for. */
+export interface ClaimRequest {
+  readonly queue: string;
+  /** The claim's lease: it expires this long after the claim or the last `extend`. */
+  readonly leaseMs: number;
+  /** Resolve undefined when nothing was claimable for this long (0: do not wait). undefined = forever. */
+  readonly timeoutMs?: number;
+  /** Abort waiting: reject with `signal.reason`, nothing claimed. */
+  readonly signal?: AbortSignal;
+}
+
+/** A claimed job: its stored state (`state: 'active'`), `fence` being this claim's. */
+export type ClaimedJob = StoredJob;
+
+/** Counts of a queue's jobs by state, now (server clock). */
+export interface QueueStats {
+  readonly waiting: number;
+  readonly delayed: number;
+  readonly active: number;
+  readonly failed: number;
+}
+
+/** The queue primitives every backend implements (`backend.queues`); semantics above. */
+export interface QueueBackend {
+  /** Creates `jobs` atomically with the `writes` batch (which may be empty); see {@link EnqueueResult}. */
+  enqueue(
+    jobs: readonly EnqueueRequest[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<EnqueueResult>;
+  /** Claims the next claimable job of the queue, waiting (without polling) as the request allows. */
+  claim(request: ClaimRequest): Promise<ClaimedJob | undefined>;
+  /**
+   * Fenced: commits `effects` and deletes the job in one atomic step. Refused with reason
+   * `fence` (index 0) when the claim no longer holds; other refusals are the effects' (index in
+   * `effects`), and leave the job as it was.
+   */
+  complete(
+    queue: string,
+    id: string,
+    fence: number,
+    effects: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<WriteResult>;
+  /**
+   * Fenced: ends the claim and makes the job claimable again `delayMs` from now (server clock),
+   * keeping `error` as its last error. False (nothing changed) when the claim no longer holds.
+   */
+  retry(queue: string, id: string, fence: number, delayMs: number, error?: string): Promise<boolean>;
+  /** Fenced: ends the claim and dead-letters the job (state `failed`, `error` kept). */
+  fail(queue: string, id: string, fence: number, error: string): Promise<boolean>;
+  /** Fenced: pushes the claim's expiry to `ms` from now (server clock). */
+  extend(queue: string, id: string, fence: number, ms: number): Promise<boolean>;
+  /** The job's stored state, or undefined (never enqueued, or completed). */
+  getJob(queue: string, id: string): Promise<StoredJob | undefined>;
+  /** Counts by state (see {@link QueueStats}). */
+  queueStats(queue: string): Promise<QueueStats>;
+  /**
+   * A failed job becomes waiting again (claimable at once) with `attempt` reset to 0 and its
+   * error kept (the fence keeps growing). False when the job is not failed (or does not exist),
+   * or its key has a live job meanwhile.
+   */
+  retryFailed(queue: string, id: string): Promise<boolean>;
+}
+
 /**
  * What a backend declares about itself; the store, the conformance suite and the lab read this
  * instead of guessing from the backend's name.
@@ -440,6 +599,12 @@ export interface Backend {
    * 0 for a pool nobody holds.
    */
   permitsHeld?(kind: PermitKind, name: string): Promise<number>;
+  /**
+   * Job queues: see {@link QueueBackend} and the queue semantics above it. Memory, Redis and
+   * PostgreSQL have them; optional only while other backends (SQLite) gain them: `store.queue`
+   * on a backend without them throws BackendError.
+   */
+  readonly queues?: QueueBackend;
   /** Release every resource the backend opened (never a client or pool the user passed in). */
   close(): Promise<void>;
 }

@@ -80,7 +80,7 @@ const paths: Record<string, Make> = {
   'backend.write (same write)': async (keys) => {
     const { store, M } = await storeWith(keys);
     const part = M.ops(keyOf(0), (c) => c.n.incr(1)).write;
-    const check = part.kind === 'patch' ? part.check : undefined;
+    const check = part?.kind === 'patch' ? part.check : undefined;
     const b = store.backend;
     return {
       write: async (k) =>

@@ -516,7 +516,13 @@ export interface QueueBackend {
    * Fenced: ends the claim and makes the job claimable again `delayMs` from now (server clock),
    * keeping `error` as its last error. False (nothing changed) when the claim no longer holds.
    */
-  retry(queue: string, id: string, fence: number, delayMs: number, error?: string): Promise<boolean>;
+  retry(
+    queue: string,
+    id: string,
+    fence: number,
+    delayMs: number,
+    error?: string,
+  ): Promise<boolean>;
   /** Fenced: ends the claim and dead-letters the job (state `failed`, `error` kept). */
   fail(queue: string, id: string, fence: number, error: string): Promise<boolean>;
   /** Fenced: pushes the claim's expiry to `ms` from now (server clock). */

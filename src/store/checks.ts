@@ -20,8 +20,10 @@
  */
 import { ValidationError } from '../errors.js';
 import {
+  type ClaimRequest,
   type DocRef,
   type DocWrite,
+  type EnqueueRequest,
   type Guard,
   type LeaseRequest,
   type Op,
@@ -515,4 +517,133 @@ function describe(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v);
   if (typeof v === 'number' || typeof v === 'boolean' || v == null) return String(v);
   return typeof v;
+}
+
+// ── Queues ─────────────────────────────────────────────────────────────────────────────────────
+
+/** Longest error message a job keeps (longer ones are refused: the store truncates its own). */
+export const MAX_JOB_ERROR = 4096;
+
+function queueName(where: string, q: unknown): void {
+  if (typeof q !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(q)) {
+    throw bad(
+      where,
+      `queue name ${JSON.stringify(q) ?? String(q)}: use 1-63 letters, digits or underscores, starting with a letter or underscore`,
+    );
+  }
+}
+
+function nonNegative(where: string, name: string, v: unknown): void {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+    throw bad(where, `${name} must be a finite number >= 0 of milliseconds, got ${String(v)}`);
+  }
+}
+
+function positiveMs(where: string, name: string, v: unknown): void {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw bad(where, `${name} must be a positive number of milliseconds, got ${String(v)}`);
+  }
+}
+
+/**
+ * Throws ValidationError unless `jobs` are well-formed enqueue requests: queue names, JSON
+ * payloads, `delayMs >= 0`, `runAt` a finite epoch time, integer priorities, keys as document
+ * keys, `maxAttempts` a positive integer.
+ *
+ * @example
+ * ```ts
+ * checkEnqueue([{ queue: 'mail', data: { to: 'ann' }, delayMs: 0, priority: 0, maxAttempts: 3 }]);
+ * ```
+ */
+export function checkEnqueue(jobs: readonly EnqueueRequest[]): void {
+  if (!Array.isArray(jobs)) throw bad('enqueue', 'jobs must be an array of EnqueueRequest');
+  for (let i = 0; i < jobs.length; i++) {
+    const j = jobs[i] as EnqueueRequest;
+    const where = `enqueue #${i}`;
+    if (typeof j !== 'object' || j === null) throw bad(where, 'expected an EnqueueRequest object');
+    queueName(where, j.queue);
+    const why = nonJson(j.data);
+    if (why)
+      throw new ValidationError(where, [{ message: `payload: ${why.message}`, path: why.path }]);
+    if (j.data === undefined) throw bad(where, 'the payload must be a JSON value');
+    nonNegative(where, 'delayMs', j.delayMs);
+    if (j.runAt !== undefined && (typeof j.runAt !== 'number' || !Number.isFinite(j.runAt))) {
+      throw bad(where, `runAt must be a valid time, got ${String(j.runAt)}`);
+    }
+    if (!Number.isSafeInteger(j.priority)) {
+      throw bad(where, `priority must be an integer, got ${String(j.priority)}`);
+    }
+    if (j.key !== undefined) checkKey(j.key);
+    if (!(Number.isSafeInteger(j.maxAttempts) && j.maxAttempts >= 1)) {
+      throw bad(where, `maxAttempts must be a positive integer, got ${String(j.maxAttempts)}`);
+    }
+  }
+}
+
+/**
+ * Throws ValidationError unless `r` is a well-formed claim request.
+ *
+ * @example
+ * ```ts
+ * checkClaim({ queue: 'mail', leaseMs: 30_000, timeoutMs: 1000 });
+ * ```
+ */
+export function checkClaim(r: ClaimRequest): void {
+  const where = 'claim';
+  if (typeof r !== 'object' || r === null) throw bad(where, 'expected a ClaimRequest object');
+  queueName(where, r.queue);
+  positiveMs(where, 'leaseMs', r.leaseMs);
+  checkTimeout(where, r.timeoutMs);
+  checkSignal(where, r.signal);
+}
+
+/**
+ * Throws ValidationError unless `(queue, id)` names a job: a queue name and a non-empty id.
+ *
+ * @example
+ * ```ts
+ * checkJobRef('get', 'mail', '17');
+ * ```
+ */
+export function checkJobRef(where: string, queue: unknown, id: unknown): void {
+  queueName(where, queue);
+  if (typeof id !== 'string' || id.length === 0 || id.length > 128) {
+    throw bad(
+      where,
+      `a job id must be a non-empty string, got ${JSON.stringify(id) ?? String(id)}`,
+    );
+  }
+}
+
+/**
+ * Throws ValidationError unless `(queue, id, fence)` names a claim: a job and a positive
+ * integer fence.
+ *
+ * @example
+ * ```ts
+ * checkClaimRef('complete', 'mail', '17', 1);
+ * ```
+ */
+export function checkClaimRef(where: string, queue: unknown, id: unknown, fence: unknown): void {
+  checkJobRef(where, queue, id);
+  if (!(Number.isSafeInteger(fence) && (fence as number) >= 1)) {
+    throw bad(where, `fence must be a positive integer, got ${String(fence)}`);
+  }
+}
+
+/**
+ * Throws ValidationError unless `ms` is a usable delay (`>= 0`) or, with `positive`, a lease
+ * extension (`> 0`), and `error` (when given) a string of at most {@link MAX_JOB_ERROR} characters.
+ *
+ * @example
+ * ```ts
+ * checkJobStep('retry', 500, 'timeout'); // ok
+ * ```
+ */
+export function checkJobStep(where: string, ms: unknown, error?: unknown, positive = false): void {
+  if (positive) positiveMs(where, 'ms', ms);
+  else nonNegative(where, 'delayMs', ms);
+  if (error !== undefined && (typeof error !== 'string' || error.length > MAX_JOB_ERROR)) {
+    throw bad(where, `error must be a string of at most ${MAX_JOB_ERROR} characters`);
+  }
 }

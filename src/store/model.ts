@@ -15,6 +15,7 @@ import { isThenable } from '../sync/permit.js';
 import type {
   Backend,
   DocWrite,
+  EnqueueRequest,
   Op,
   PatchWrite,
   StoredDoc,
@@ -106,14 +107,17 @@ export interface ApplyResult<T> {
 }
 
 /**
- * One document's part of an atomic `store.apply([...])`; made by {@link Model.ops},
- * {@link Model.createOp}, {@link Model.putOp} and {@link Model.deleteOp}.
+ * One part of an atomic `store.apply([...])`: a document's (made by {@link Model.ops},
+ * {@link Model.createOp}, {@link Model.putOp} and {@link Model.deleteOp}) or a job's (made by a
+ * queue's `enqueueOp`).
  */
 export interface OpBatch {
-  /** @internal the backend write this batch stands for. */
-  readonly write: DocWrite;
+  /** @internal the backend write this batch stands for (document parts). */
+  readonly write?: DocWrite;
   /** @internal the write once an asynchronous schema validated its data (createOp/putOp). */
   readonly pending?: Promise<DocWrite>;
+  /** @internal the job this part enqueues (`enqueueOp`), or its validation in flight. */
+  readonly job?: EnqueueRequest | Promise<EnqueueRequest>;
 }
 
 /** The drafts of a multi-key `lock`: one per key, as a tuple of the keys' length. */

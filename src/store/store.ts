@@ -1,13 +1,14 @@
 /**
  * The Store: one backend, many models, and atomic batches across them.
  */
-import { ValidationError } from '../errors.js';
-import type { Backend, DocWrite } from './backend.js';
+import { BackendError, ValidationError } from '../errors.js';
+import type { Backend, DocWrite, EnqueueRequest } from './backend.js';
 import { type Bounded, bounded } from './boundary.js';
 import { checkModelName } from './keys.js';
 import { Model, type OpBatch, refusalError, writeOptions } from './model.js';
 import { DistributedMutex } from './mutex.js';
 import type { NamedLockOptions } from './permit-pool.js';
+import { Queue, type QueueOptions } from './queue.js';
 import { DistributedRWLock } from './rwlock.js';
 import type { InferInput, InferOutput, StandardSchemaV1 } from './schema.js';
 import { DistributedSemaphore, type SemaphoreOptions } from './semaphore.js';
@@ -70,6 +71,22 @@ export interface Store {
    * ```
    */
   semaphore(name: string, options: SemaphoreOptions): DistributedSemaphore;
+  /**
+   * Declares a job queue: payloads validated by `schema`, each job claimed by one worker at a
+   * time under a lease of `leaseMs`, retried with backoff up to `maxAttempts`, then kept as failed.
+   * Its `enqueueOp` is a part of `store.apply`: the job exists iff the batch applied.
+   *
+   * @example
+   * ```ts
+   * const Charge = store.queue('charge', z.object({ order: z.string() }), { leaseMs: 10_000 });
+   * await store.apply([Order.createOp('o1', { total: 30, charged: false }), Charge.enqueueOp({ order: 'o1' })]);
+   * ```
+   */
+  queue<S extends StandardSchemaV1>(
+    name: string,
+    schema: S,
+    options?: QueueOptions,
+  ): Queue<InferOutput<S>, InferInput<S>>;
   /** Closes the backend (connections, timers). Clients you passed in stay open. */
   close(): Promise<void>;
 }
@@ -121,6 +138,37 @@ class StoreImpl implements Store {
     );
   }
 
+  queue<S extends StandardSchemaV1>(
+    name: string,
+    schema: S,
+    options?: QueueOptions,
+  ): Queue<InferOutput<S>, InferInput<S>> {
+    if (typeof name !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(name)) {
+      throw new ValidationError(`queue name ${JSON.stringify(name) ?? String(name)}`, [
+        {
+          message: 'use 1-63 letters, digits or underscores, starting with a letter or underscore',
+        },
+      ]);
+    }
+    if (typeof schema?.['~standard']?.validate !== 'function') {
+      throw new ValidationError(`schema of queue ${name}`, [
+        { message: 'expected a Standard Schema (zod, valibot, arktype, ...)' },
+      ]);
+    }
+    const queues = this.backend.queues;
+    if (queues === undefined) {
+      throw new BackendError(
+        `the ${this.backend.name} backend has no job queues yet; use memory, Redis or PostgreSQL for store.queue`,
+      );
+    }
+    return new Queue<InferOutput<S>, InferInput<S>>(
+      queues,
+      name,
+      schema as StandardSchemaV1<unknown, InferOutput<S>>,
+      options,
+    );
+  }
+
   apply(batches: readonly OpBatch[], options: StoreApplyOptions = {}): Promise<StoreApplyResult> {
     if (!Array.isArray(batches)) {
       return Promise.reject(
@@ -128,15 +176,45 @@ class StoreImpl implements Store {
       );
     }
     if (batches.length === 0) return Promise.resolve({ applied: true });
+    if (batches.some((b) => b?.job !== undefined)) return this.#applyWithJobs(batches, options);
     if (batches.some((b) => b?.pending !== undefined)) {
       return Promise.all(batches.map((b) => b.pending ?? b.write)).then((ws) =>
-        this.#apply(ws, options),
+        this.#apply(ws as DocWrite[], options),
       );
     }
-    return this.#apply(
-      batches.map((b) => b?.write),
-      options,
-    );
+    return this.#apply(batches.map((b) => b?.write) as DocWrite[], options);
+  }
+  /** A batch with jobs (`enqueueOp`): the jobs are created in the same atomic step as the writes. */
+  async #applyWithJobs(
+    batches: readonly OpBatch[],
+    options: StoreApplyOptions,
+  ): Promise<StoreApplyResult> {
+    const writes: DocWrite[] = [];
+    const at: number[] = [];
+    const jobs: EnqueueRequest[] = [];
+    for (let i = 0; i < batches.length; i++) {
+      const b = batches[i];
+      if (b?.job !== undefined) jobs.push(await b.job);
+      else {
+        writes.push((b?.pending !== undefined ? await b.pending : b?.write) as DocWrite);
+        at.push(i);
+      }
+    }
+    const queues = this.backend.queues;
+    if (queues === undefined) {
+      throw new BackendError(`the ${this.backend.name} backend has no job queues yet`);
+    }
+    const o = writeOptions(options);
+    const r = await (o === undefined
+      ? queues.enqueue(jobs, writes)
+      : queues.enqueue(jobs, writes, o));
+    if (r.applied) return { applied: true };
+    if (r.reason === 'guard') {
+      return r.guard === undefined
+        ? { applied: false }
+        : { applied: false, refusedBy: { index: at[r.index] as number, guard: r.guard } };
+    }
+    throw refusalError(r, writes);
   }
 
   #apply(writes: readonly DocWrite[], options: StoreApplyOptions): Promise<StoreApplyResult> {

@@ -64,8 +64,13 @@ export interface Plan {
 export interface CommitContext {
   /** Checked in the same synchronous step as the install: a refusal (fence) or undefined. */
   precondition(): Refusal | undefined;
-  /** The incarnation read when the lease was taken, per key (undefined: the key was missing). */
-  incarnationAtRead(model: string, key: string): string | undefined;
+  /**
+   * The incarnation read when the lease was taken, per key (undefined: the key was missing).
+   * Absent for commits made under no read (a job's completion): no incarnation is compared.
+   */
+  incarnationAtRead?(model: string, key: string): string | undefined;
+  /** Called in the same synchronous step, right after the batch was installed. */
+  installed?(): void;
 }
 
 /** A refusal of write `index`. */
@@ -316,7 +321,7 @@ function conflict(
   ctx: CommitContext | undefined,
 ): string | undefined {
   if (s.version < since) return `it was deleted and created again since version ${since}`;
-  if (ctx) {
+  if (ctx?.incarnationAtRead) {
     const inc = ctx.incarnationAtRead(w.model, w.key);
     if (inc !== s.incarnation) return 'it was deleted and created again since it was read';
   }

@@ -72,6 +72,7 @@ export class Writer {
     if (plan.pending !== undefined) return plan;
     if (plan.refusal) return plan.refusal;
     install(plan);
+    ctx?.installed?.();
     return { applied: true, docs: plan.docs, results: plan.results };
   }
 
@@ -133,6 +134,7 @@ export class Writer {
         if (pre) return pre;
         if (unchanged(plan)) {
           install(plan);
+          ctx?.installed?.();
           return { applied: true, docs: plan.docs, results: plan.results };
         }
         // Someone wrote meanwhile: recompute, this time holding the documents so we cannot starve.

@@ -58,6 +58,7 @@ import { lockContextSection } from './sections/lock-context.js';
 import { locksSection } from './sections/locks.js';
 import { modelSection } from './sections/model.js';
 import { namedLocksSection } from './sections/named-locks.js';
+import { queuesSection } from './sections/queues.js';
 import { racesSection } from './sections/races.js';
 import { refusalsSection } from './sections/refusals.js';
 
@@ -130,6 +131,7 @@ export function conformance(name: string, makeTarget: () => Promise<ConformanceT
     refusalsSection(ctx);
     boundarySection(ctx);
     namedLocksSection(ctx);
+    queuesSection(ctx);
 
     describe('nothing leaks', () => {
       it('close() resolves for every store (twice too), and a fresh instance opens and closes', async () => {

@@ -7,7 +7,8 @@
  * installer, with refusals), `writer.ts` (the write engine: async post-checks and reservations),
  * `leases.ts` (leases on the lock table, fences, expiry), `permits.ts` (named-lock pools:
  * mutexes, rwlocks, semaphores), `gate.ts` (plain writes waiting for
- * exclusive leases), `guards.ts` (guards, field references included), `closed.ts` (the error
+ * exclusive leases), `queues.ts` and `heap.ts` (job queues), `guards.ts` (guards, field
+ * references included), `closed.ts` (the error
  * of a closed backend), `stats.ts` (leak-check counts).
  *
  * Input is checked by the boundary `createStore` puts in front of every backend
@@ -38,6 +39,7 @@ import { closedError } from './closed.js';
 import { Documents, snapshot } from './documents.js';
 import { Leases } from './leases.js';
 import { Permits } from './permits.js';
+import { MemoryQueues } from './queues.js';
 import type { MemoryStats } from './stats.js';
 import { Writer } from './writer.js';
 
@@ -68,6 +70,8 @@ export class MemoryBackend implements Backend {
   readonly #writer: Writer;
   readonly #leases: Leases;
   readonly #permits: Permits;
+  /** Job queues (see `queues.ts`). */
+  readonly queues: MemoryQueues;
   #closed = false;
 
   constructor() {
@@ -75,6 +79,7 @@ export class MemoryBackend implements Backend {
     this.#writer = new Writer(this.#docs, closed);
     this.#leases = new Leases(this.#docs, this.#writer, closed);
     this.#permits = new Permits(closed);
+    this.queues = new MemoryQueues(this.#writer, this.#leases.gate, closed);
   }
 
   /**
@@ -97,6 +102,7 @@ export class MemoryBackend implements Backend {
       permitLeases: permits.leases,
       reservations: this.#writer.reservations,
       gated: this.#leases.gate.size,
+      ...queueStats(this.queues.stats()),
     };
   }
 
@@ -223,7 +229,12 @@ export class MemoryBackend implements Backend {
     this.#closed = true;
     this.#leases.expireAll('the backend was closed');
     this.#permits.expireAll('the backend was closed');
+    this.queues.closeAll();
   }
+}
+
+function queueStats(s: { queues: number; claimers: number; timers: number }) {
+  return { queues: s.queues, claimers: s.claimers, queueTimers: s.timers };
 }
 
 /**

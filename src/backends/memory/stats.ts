@@ -35,4 +35,10 @@ export interface MemoryStats {
    * plain write queued or running behind one.
    */
   readonly gated: number;
+  /** Job queues held: with jobs (waiting, delayed, active or failed) or claimers. */
+  readonly queues: number;
+  /** Claims waiting for a job. */
+  readonly claimers: number;
+  /** Queue timers running (only while claimers wait for a delay or an expiry). */
+  readonly queueTimers: number;
 }

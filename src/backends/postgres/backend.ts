@@ -75,7 +75,8 @@
  * - `permits.ts`: named permits (mutex, rwlock, semaphore) by kind; `permit-locks.ts`: mutexes
  *   and rwlocks as advisory locks held by a transaction; `permit-rows.ts`: semaphores as holder
  *   rows under a FIFO gate lock; `permit-listener.ts`: the LISTEN connection waking semaphore
- *   waiters; `permit-lease.ts`: a held permit (renewal, loss, extend, release).
+ *   waiters; `permit-lease.ts`: a held permit (renewal, loss, extend, release);
+ * - `queues.ts`: job queues (`queue-sql.ts` their table and statements, `queue-wakeups.ts` LISTEN).
  */
 import type { Pool } from 'pg';
 import type {
@@ -99,6 +100,7 @@ import { migrate } from './migrations.js';
 import type { BackendSettings } from './options.js';
 import { Permits } from './permits.js';
 import { trackWrites } from './program-order.js';
+import { PgQueues } from './queues.js';
 import { read } from './reading.js';
 import { docId } from './rows.js';
 import { write } from './write.js';
@@ -129,6 +131,8 @@ export class PostgresBackend implements Backend {
   readonly #combiner: Combiner;
   readonly #leases: Leases;
   readonly #permits: Permits;
+  /** Job queues (see `queues.ts`). */
+  readonly queues: PgQueues;
 
   /** @internal use {@link postgres}. */
   constructor(pool: Pool, ownPool: boolean, settings: BackendSettings) {
@@ -144,6 +148,7 @@ export class PostgresBackend implements Backend {
     this.#combiner = new Combiner(this.#ctx);
     this.#leases = new Leases(this.#ctx, this.#combiner);
     this.#permits = new Permits(this.#ctx);
+    this.queues = new PgQueues(this.#ctx, this.#combiner);
   }
 
   /** The pool this backend uses (yours, or the one it created from `url`). */
@@ -213,6 +218,7 @@ export class PostgresBackend implements Backend {
     this.#ctx.closed = true;
     await this.#leases.releaseAll();
     await this.#permits.releaseAll();
+    await this.queues.close();
     await Promise.allSettled(this.#ctx.ensuring.values());
     if (this.#ctx.ownPool) await this.#ctx.pool.end();
   }

@@ -2,12 +2,18 @@ export type {
   Backend,
   BackendCapabilities,
   CheckIssue,
+  ClaimedJob,
+  ClaimRequest,
   CmpOp,
   Data,
   DocRef,
   DocWrite,
+  EnqueuedJob,
+  EnqueueRequest,
+  EnqueueResult,
   FieldRef,
   Guard,
+  JobState,
   Json,
   Lease,
   LeaseRequest,
@@ -17,13 +23,17 @@ export type {
   PermitLease,
   PermitRequest,
   PostCheck,
+  QueueBackend,
+  QueueStats,
   RefusalReason,
   StoredDoc,
+  StoredJob,
   WriteOptions,
   WriteResult,
 } from './backend.js';
 export { RWLOCK_PERMITS } from './backend.js';
 export { Bounded, bounded } from './boundary.js';
+export { type Backoff, backoffDelay, Job, type RetryOptions } from './job.js';
 export { cloneJson, deepEqual } from './json.js';
 export { checkKey, checkModelName, MAX_KEY_BYTES } from './keys.js';
 export type { LeasePermit } from './lease-permit.js';
@@ -61,6 +71,14 @@ export type {
   StringGuards,
 } from './ops.js';
 export type { NamedLockOptions } from './permit-pool.js';
+export {
+  type ClaimOptions,
+  type EnqueueOptions,
+  type JobInfo,
+  type JobRef,
+  Queue,
+  type QueueOptions,
+} from './queue.js';
 export { DistributedRWLock } from './rwlock.js';
 export type { InferInput, InferOutput, StandardResult, StandardSchemaV1 } from './schema.js';
 export {
@@ -74,3 +92,4 @@ export {
   type StoreApplyOptions,
   type StoreApplyResult,
 } from './store.js';
+export { type JobHandler, Worker, type WorkOptions } from './worker.js';

@@ -28,6 +28,7 @@ import type { RedisBackendOptions } from './index.js';
 import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js';
 import { RedisLease } from './lease.js';
 import { RedisPermits } from './permits.js';
+import { RedisQueues } from './queues.js';
 import { Renewals } from './renewals.js';
 import { rerunScript, runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
@@ -104,6 +105,8 @@ export class RedisBackend implements Backend {
   readonly #waiting = new Map<(error: unknown) => void, Leaving>();
   /** Named permit pools (mutex, rwlock, semaphore). */
   readonly #permits: RedisPermits;
+  /** Job queues (see `queues.ts`). */
+  readonly queues: RedisQueues;
   #closed = false;
 
   constructor(options: RedisBackendOptions) {
@@ -172,6 +175,16 @@ export class RedisBackend implements Backend {
     // our waiters (see _commit); every waiter looks again instead of waiting for its timer.
     this.#client.on('ready', this.#onReady);
     this.#client.on('close', this.#onClose);
+    this.queues = new RedisQueues({
+      layout: this.#layout,
+      writes: this.#writes,
+      client: this.#client,
+      cluster: this.#cluster,
+      script: (name, keys, args, writes) => this.#script(name, keys, args, writes),
+      waitFor: (plan, options, started) =>
+        new WriteWait(this.#writeWaitHost, plan.docs, plan.refs, options, started),
+      assertOpen: () => this.#assertOpen(),
+    });
   }
 
   /** @internal the key layout (tests use it to clean up by prefix). */
@@ -649,6 +662,7 @@ export class RedisBackend implements Backend {
     this.#calls.stop();
     this.#renewals.stop();
     await this.#wakeups.close();
+    await this.queues.close();
     if (this.#owned) await this.#client.quit().catch(() => this.#client.disconnect());
     this.#writes.clear();
   }

@@ -78,6 +78,26 @@ export interface PermitKeys {
   readonly tag: string;
 }
 
+/** The keys of one job queue (one hash tag: every script of a queue touches one slot). */
+export interface QueueKeys {
+  /** Ready jobs: score priority, member "<run at>|<id>" (zero-padded). */
+  readonly ready: string;
+  /** Delayed jobs by run time. */
+  readonly delayed: string;
+  /** Active claims by expiry. */
+  readonly active: string;
+  /** Key -> id of its live job. */
+  readonly keys: string;
+  /** Failed job ids. */
+  readonly failed: string;
+  /** The id counter. */
+  readonly counter: string;
+  /** The wake-up channel (pub/sub). */
+  readonly channel: string;
+  /** A job's hash is this prefix followed by its id. */
+  readonly job: string;
+}
+
 /** Builds keys for one backend instance (one prefix). */
 export class KeyLayout {
   readonly #prefix: string;
@@ -100,6 +120,24 @@ export class KeyLayout {
 
   /** Recently built document keys (bounded): hot documents reuse one set of key strings. */
   readonly #docs = new Map<string, DocKeys>();
+
+  /**
+   * The keys of queue `name`: `<prefix>:{$q:<name>}:…` (`$` never occurs in a model name, so no
+   * document's hash tag is a queue's).
+   */
+  queue(name: string): QueueKeys {
+    const b = `${this.#prefix}:{$q:${name}}`;
+    return {
+      ready: `${b}:r`,
+      delayed: `${b}:d`,
+      active: `${b}:a`,
+      keys: `${b}:k`,
+      failed: `${b}:x`,
+      counter: `${b}:n`,
+      channel: `${b}:w`,
+      job: `${b}:j:`,
+    };
+  }
 
   doc(model: string, key: string): DocKeys {
     const id = `${model}\u0000${key}`;

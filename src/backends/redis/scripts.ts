@@ -32,7 +32,12 @@ export type ScriptName =
   | 'permit-release'
   | 'permit-leave'
   | 'permit-renew'
-  | 'permit-held';
+  | 'permit-held'
+  | 'qenqueue'
+  | 'qclaim'
+  | 'qcomplete'
+  | 'qstep'
+  | 'qread';
 
 /** How scripts run on a server: one function library and FCALL, or EVALSHA. */
 export type ScriptMode = 'functions' | 'eval';
@@ -51,6 +56,11 @@ const NAMES: readonly ScriptName[] = [
   'permit-leave',
   'permit-renew',
   'permit-held',
+  'qenqueue',
+  'qclaim',
+  'qcomplete',
+  'qstep',
+  'qread',
 ];
 
 /** The shared helpers, in order: every entry script sees all of them. */

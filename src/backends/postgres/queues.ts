@@ -369,8 +369,8 @@ export class PgQueues implements QueueBackend {
         woken = r;
       });
       const sleeper: Sleeper = { queue, wake: () => woken() };
-      await this.#wakeups.add(sleeper);
       try {
+        await abortable(this.#wakeups.add(sleeper), signal);
         // Listening now: a job enqueued from here on notifies us; one more look for earlier ones.
         const job = await this.#claimOnce(queue, leaseMs);
         if (job !== undefined) return job;
@@ -522,4 +522,24 @@ FROM ${this.#table}, n WHERE queue = ${lit(queue)}`,
   close(): Promise<void> {
     return this.#wakeups.close();
   }
+}
+
+/** `p`, or a rejection with `signal.reason` as soon as `signal` aborts (whichever comes first). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }

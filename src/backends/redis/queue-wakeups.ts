@@ -111,10 +111,7 @@ export class QueueWakeups {
     this.#subscribed = new Map();
     for (const set of this.#sleepers.values()) for (const s of [...set]) s.wake();
     if (sub === undefined) return;
-    try {
-      await sub.quit();
-    } catch {
-      sub.disconnect();
-    }
+    // Ours alone, with nothing to flush: a quit could wait for a connection being re-made.
+    sub.disconnect();
   }
 }

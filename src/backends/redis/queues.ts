@@ -247,8 +247,8 @@ export class RedisQueues implements QueueBackend {
         woken = r;
       });
       const sleeper: Sleeper = { channel: k.channel, wake: () => woken() };
-      await wakeups.add(sleeper);
       try {
+        await abortable(wakeups.add(sleeper), signal);
         const got = await this.#claimOnce(queue, k, leaseMs);
         if (typeof got === 'object') return got;
         const left = deadline - performance.now();
@@ -377,4 +377,24 @@ export class RedisQueues implements QueueBackend {
   close(): Promise<void> {
     return this.#wakeups?.close() ?? Promise.resolve();
   }
+}
+
+/** `p`, or a rejection with `signal.reason` as soon as `signal` aborts (whichever comes first). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }

@@ -89,8 +89,10 @@ export class Job<T> {
   /** The claim holds at least until then (local clock, taken before each request was sent). */
   #deadline: number;
   #deadlineTimer: NodeJS.Timeout | undefined;
-  #renewTimer: NodeJS.Timeout | undefined;
   #context: LockContext | undefined;
+  /** When the claim or its last renewal was sent (local clock). */
+  #renewedAt: number;
+  #renewing = false;
 
   /** @internal made by the queue from a claim; `sentAt` is when the claim request was sent. */
   constructor(host: JobHost, claimed: ClaimedJob, sentAt: number) {
@@ -100,6 +102,7 @@ export class Job<T> {
     this.attempt = claimed.attempt;
     this.fence = claimed.fence;
     this.#deadline = sentAt + host.leaseMs;
+    this.#renewedAt = sentAt;
   }
 
   /** True once the claim is known lost (its `signal` aborted); every step then rejects. */
@@ -127,16 +130,7 @@ export class Job<T> {
 
   /** @internal The handler's context: this claim's signal and fence. */
   get context(): LockContext {
-    if (this.#context === undefined) {
-      const job = this;
-      this.#context = {
-        get signal() {
-          return job.signal;
-        },
-        fences: [this.fence],
-        fence: this.fence,
-      };
-    }
+    this.#context ??= new JobContext(this);
     return this.#context;
   }
 
@@ -172,29 +166,26 @@ export class Job<T> {
 
   #stopTimers(): void {
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
-    if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
     this.#deadlineTimer = undefined;
-    this.#renewTimer = undefined;
   }
 
   /**
-   * @internal Renew the claim every third of its lease until the job is settled or lost (what
-   * `queue.work` does while a handler runs).
+   * @internal For a worker's renewal sweep: extends the claim (in the background) when its last
+   * renewal was sent at least a third of the lease ago; a failed renewal is retried at the next
+   * sweep until the deadline says the claim is lost.
    */
-  renewWhileRunning(): void {
-    if (this.#done !== undefined || this.#lost) return;
-    const every = Math.max(1, Math.floor(this.#host.leaseMs / 3));
-    this.#renewTimer = setTimeout(() => {
-      this.#renewTimer = undefined;
-      if (this.#done !== undefined || this.#lost) return;
-      this.extend().then(
-        () => this.renewWhileRunning(),
-        () => {
-          // Lost (the signal aborted) or a backend error: keep trying until the deadline says lost.
-          if (!this.#lost && this.#done === undefined) this.renewWhileRunning();
-        },
-      );
-    }, every);
+  renewIfDue(now: number): void {
+    if (this.#done !== undefined || this.#lost || this.#renewing) return;
+    if (now - this.#renewedAt < this.#host.leaseMs / 3) return;
+    this.#renewing = true;
+    this.extend().then(
+      () => {
+        this.#renewing = false;
+      },
+      () => {
+        this.#renewing = false;
+      },
+    );
   }
 
   #begin(step: string): void {
@@ -300,6 +291,7 @@ export class Job<T> {
     this.#begin('extend');
     const lease = ms ?? this.#host.leaseMs;
     const sentAt = Date.now();
+    this.#renewedAt = sentAt;
     const ok = await this.#host.queues.extend(this.#host.name, this.id, this.fence, lease);
     if (!ok) throw this.#markLost('the claim was lost before it was extended');
     if (this.#done === undefined && !this.#lost) {
@@ -311,5 +303,20 @@ export class Job<T> {
   /** @internal Stop the timers without settling (the worker is done with the job). */
   release(): void {
     this.#stopTimers();
+  }
+}
+
+/** A job handler's {@link LockContext}: the claim's signal (made when read) and fence. */
+class JobContext implements LockContext {
+  readonly #job: Job<unknown>;
+  readonly fences: readonly number[];
+  readonly fence: number;
+  constructor(job: Job<unknown>) {
+    this.#job = job;
+    this.fence = job.fence;
+    this.fences = [job.fence];
+  }
+  get signal(): AbortSignal {
+    return this.#job.signal;
   }
 }

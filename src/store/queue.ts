@@ -256,7 +256,7 @@ export class Queue<T, In = T> implements JobHost {
     if (typeof handler !== 'function')
       throw bad(`work on ${this.name}`, 'handler must be a function');
     return new Worker(
-      { claim: (o) => this.claim(o), maxAttempts: this.maxAttempts },
+      { claim: (o) => this.claim(o), maxAttempts: this.maxAttempts, leaseMs: this.leaseMs },
       handler as JobHandler<unknown>,
       options,
     );

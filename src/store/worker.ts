@@ -4,6 +4,7 @@
  * with the handler's return, or retrying it with backoff on a throw (dead-lettering the last
  * attempt). `close()` stops claiming and waits for the running handlers.
  */
+import { setMaxListeners } from 'node:events';
 import { LeaseLostError, ValidationError } from '../errors.js';
 import { errorText, type Job } from './job.js';
 import type { LockContext } from './lock-context.js';
@@ -29,6 +30,7 @@ export interface WorkOptions {
 export interface WorkSource<T> {
   claim(options: { signal: AbortSignal }): Promise<Job<T> | undefined>;
   readonly maxAttempts: number;
+  readonly leaseMs: number;
 }
 
 /** After a backend error in a claim loop: wait this long before claiming again. */
@@ -51,9 +53,16 @@ export class Worker {
   readonly #onAbort = () => this.#ac.abort(new Error('worker closed'));
   #running = 0;
   #closing: Promise<void> | undefined;
+  /** Jobs whose handler runs: one sweep timer renews them all (none while nothing runs). */
+  readonly #active = new Set<Job<unknown>>();
+  #sweep: NodeJS.Timeout | undefined;
+  readonly #every: number;
 
   /** @internal use `queue.work(handler, options)`. */
   constructor(source: WorkSource<unknown>, handler: JobHandler<unknown>, options: WorkOptions) {
+    this.#every = Math.max(1, Math.floor(source.leaseMs / 6));
+    // One abort listener per claim loop on one signal: not a leak.
+    setMaxListeners(0, this.#ac.signal);
     const n = options.concurrency ?? 1;
     if (!(Number.isSafeInteger(n) && n >= 1)) {
       throw new ValidationError('work', [
@@ -108,8 +117,17 @@ export class Worker {
     }
   }
 
+  #startSweep(): void {
+    if (this.#sweep !== undefined) return;
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const j of this.#active) j.renewIfDue(now);
+    }, this.#every);
+  }
+
   async #run(job: Job<unknown>, handler: JobHandler<unknown>, maxAttempts: number): Promise<void> {
-    job.renewWhileRunning();
+    this.#active.add(job);
+    this.#startSweep();
     try {
       let threw = false;
       let error: unknown;
@@ -130,6 +148,11 @@ export class Worker {
       }
     } finally {
       job.release();
+      this.#active.delete(job);
+      if (this.#active.size === 0 && this.#sweep !== undefined) {
+        clearInterval(this.#sweep);
+        this.#sweep = undefined;
+      }
     }
   }
 

@@ -1,7 +1,8 @@
 /**
- * A binary min-heap with a comparator: the memory backend's job queues keep their claimable,
- * delayed and active jobs in three of them (entries made stale by a state change are skipped by
- * the caller when they surface: lazy deletion).
+ * Min-queues with a comparator: a binary heap, and a FIFO-plus-heap for entries that mostly
+ * arrive in order. The memory backend's job queues keep their claimable, delayed and active jobs
+ * in them (entries made stale by a state change are skipped by the caller when they surface:
+ * lazy deletion).
  *
  * @example
  * ```ts
@@ -67,5 +68,66 @@ export class Heap<T> {
   /** Drops every entry. */
   clear(): void {
     this.#items.length = 0;
+  }
+}
+
+/**
+ * A min-queue for entries that mostly arrive in order (jobs enqueued one after another): an
+ * entry not smaller than the last appended goes to a FIFO array (O(1) both ways), any other to
+ * a {@link Heap}; `pop` takes the smaller of the two fronts.
+ *
+ * @example
+ * ```ts
+ * const q = new MostlySorted<number>((a, b) => a - b);
+ * q.push(1); q.push(2); q.push(0);
+ * q.pop(); // 0
+ * ```
+ */
+export class MostlySorted<T> {
+  readonly #compare: (a: T, b: T) => number;
+  readonly #heap: Heap<T>;
+  #fifo: T[] = [];
+  #head = 0;
+
+  constructor(compare: (a: T, b: T) => number) {
+    this.#compare = compare;
+    this.#heap = new Heap(compare);
+  }
+
+  /** Entries held (stale ones included). */
+  get size(): number {
+    return this.#fifo.length - this.#head + this.#heap.size;
+  }
+
+  push(item: T): void {
+    const n = this.#fifo.length;
+    if (n === this.#head || this.#compare(item, this.#fifo[n - 1] as T) >= 0) this.#fifo.push(item);
+    else this.#heap.push(item);
+  }
+
+  peek(): T | undefined {
+    const f = this.#head < this.#fifo.length ? this.#fifo[this.#head] : undefined;
+    const h = this.#heap.peek();
+    if (f === undefined) return h;
+    if (h === undefined) return f;
+    return this.#compare(h, f) < 0 ? h : f;
+  }
+
+  pop(): T | undefined {
+    const f = this.#head < this.#fifo.length ? this.#fifo[this.#head] : undefined;
+    const h = this.#heap.peek();
+    if (f !== undefined && (h === undefined || this.#compare(h, f) >= 0)) {
+      this.#fifo[this.#head] = undefined as T;
+      this.#head += 1;
+      if (this.#head === this.#fifo.length) {
+        this.#fifo = [];
+        this.#head = 0;
+      } else if (this.#head > 1024 && this.#head * 2 > this.#fifo.length) {
+        this.#fifo = this.#fifo.slice(this.#head);
+        this.#head = 0;
+      }
+      return f;
+    }
+    return this.#heap.pop();
   }
 }

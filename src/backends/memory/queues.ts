@@ -32,7 +32,7 @@ import { cloneJson } from '../../store/json.js';
 import { type CommitContext, refuse } from './batch.js';
 import { closedError } from './closed.js';
 import type { WriteGate } from './gate.js';
-import { Heap } from './heap.js';
+import { Heap, MostlySorted } from './heap.js';
 import type { Writer } from './writer.js';
 
 /** setTimeout's largest delay. */
@@ -77,18 +77,19 @@ interface Claimer {
 class MemQueue {
   readonly jobs = new Map<string, MemJob>();
   readonly keys = new Map<string, string>();
-  readonly ready = new Heap<Entry>(
+  readonly ready = new MostlySorted<Entry>(
     (a, b) => a.job.priority - b.job.priority || a.job.runAt - b.job.runAt || a.job.seq - b.job.seq,
   );
   readonly delayed = new Heap<Entry>((a, b) => a.job.runAt - b.job.runAt || a.job.seq - b.job.seq);
-  readonly active = new Heap<Entry>((a, b) => a.job.expiresAt - b.job.expiresAt);
+  readonly active = new MostlySorted<Entry>((a, b) => a.job.expiresAt - b.job.expiresAt);
   readonly claimers = new Set<Claimer>();
   timer: NodeJS.Timeout | undefined;
   timerAt = Number.POSITIVE_INFINITY;
 }
 
-function live(e: Entry | undefined, q: MemQueue): e is Entry {
-  return e !== undefined && e.gen === e.job.gen && q.jobs.get(e.job.id) === e.job;
+/** An entry still stands for its job's state (every change, removal included, bumps `gen`). */
+function live(e: Entry): boolean {
+  return e.gen === e.job.gen;
 }
 
 function view(q: string, j: MemJob, now: number): StoredJob {
@@ -182,7 +183,7 @@ export class MemoryQueues implements QueueBackend {
   /** Due delayed jobs become claimable; expired claims come back (or fail on their last attempt). */
   #settle(q: MemQueue, now: number): void {
     for (let e = q.delayed.peek(); e !== undefined; e = q.delayed.peek()) {
-      if (!live(e, q)) {
+      if (!live(e)) {
         q.delayed.pop();
         continue;
       }
@@ -191,7 +192,7 @@ export class MemoryQueues implements QueueBackend {
       q.ready.push(e);
     }
     for (let e = q.active.peek(); e !== undefined; e = q.active.peek()) {
-      if (!live(e, q)) {
+      if (!live(e)) {
         q.active.pop();
         continue;
       }
@@ -214,7 +215,7 @@ export class MemoryQueues implements QueueBackend {
   #take(name: string, q: MemQueue, leaseMs: number, now: number): ClaimedJob | undefined {
     this.#settle(q, now);
     for (let e = q.ready.pop(); e !== undefined; e = q.ready.pop()) {
-      if (!live(e, q)) continue;
+      if (!live(e)) continue;
       const j = e.job;
       j.state = 'active';
       j.attempt += 1;
@@ -277,15 +278,16 @@ export class MemoryQueues implements QueueBackend {
     ctx: CommitContext,
     options: WriteOptions | undefined,
   ): Promise<WriteResult> {
-    const run = (): Promise<WriteResult> => {
-      const out = this.#writer.commitNow(writes, ctx);
-      if (out === undefined) return this.#writer.run(writes, ctx, undefined);
-      return 'slots' in out ? this.#writer.run(writes, ctx, out) : Promise.resolve(out);
-    };
     if (writes.length > 0 && this.#gate.mustWait(writes)) {
-      return this.#gate.pass(writes, options, run);
+      return this.#gate.pass(writes, options, () => this.#commitNow(writes, ctx));
     }
-    return run();
+    return this.#commitNow(writes, ctx);
+  }
+
+  #commitNow(writes: readonly DocWrite[], ctx: CommitContext): Promise<WriteResult> {
+    const out = this.#writer.commitNow(writes, ctx);
+    if (out === undefined) return this.#writer.run(writes, ctx, undefined);
+    return 'slots' in out ? this.#writer.run(writes, ctx, out) : Promise.resolve(out);
   }
 
   #add(reqs: readonly EnqueueRequest[], now: number): EnqueuedJob[] {
@@ -383,6 +385,21 @@ export class MemoryQueues implements QueueBackend {
     });
   }
 
+  /** @internal {@link Completion}: the claim holds now. */
+  holds(name: string, id: string, fence: number): boolean {
+    return this.#held(name, id, fence, Date.now()) !== undefined;
+  }
+
+  /** @internal {@link Completion}: the job is done (in the install's synchronous step). */
+  completed(name: string, id: string): void {
+    const q = this.#queues.get(name);
+    const j = q?.jobs.get(id);
+    if (q !== undefined && j !== undefined) {
+      this.#removeJob(q, j);
+      this.#tidy(name, q);
+    }
+  }
+
   /** The job, if the claim `fence` still holds it now. */
   #held(name: string, id: string, fence: number, now: number): MemJob | undefined {
     const j = this.#queues.get(name)?.jobs.get(id);
@@ -399,20 +416,7 @@ export class MemoryQueues implements QueueBackend {
     options?: WriteOptions,
   ): Promise<WriteResult> {
     if (this.#closed()) return Promise.reject(closedError());
-    const ctx: CommitContext = {
-      precondition: () =>
-        this.#held(queue, id, fence, Date.now()) === undefined
-          ? refuse(0, 'fence', 'the claim expired or the job was claimed again')
-          : undefined,
-      installed: () => {
-        const q = this.#queues.get(queue);
-        const j = q?.jobs.get(id);
-        if (q !== undefined && j !== undefined) {
-          this.#removeJob(q, j);
-          this.#tidy(queue, q);
-        }
-      },
-    };
+    const ctx = new Completion(this, queue, id, fence);
     return this.#commit(effects, ctx, options);
   }
 
@@ -518,5 +522,27 @@ export class MemoryQueues implements QueueBackend {
       q.timer = undefined;
       this.#tidy(name, q);
     }
+  }
+}
+
+const LOST = refuse(0, 'fence', 'the claim expired or the job was claimed again');
+
+/** A completion's commit context: the claim checked, and the job deleted, in the install's step. */
+class Completion implements CommitContext {
+  readonly #queues: MemoryQueues;
+  readonly #queue: string;
+  readonly #id: string;
+  readonly #fence: number;
+  constructor(queues: MemoryQueues, queue: string, id: string, fence: number) {
+    this.#queues = queues;
+    this.#queue = queue;
+    this.#id = id;
+    this.#fence = fence;
+  }
+  precondition() {
+    return this.#queues.holds(this.#queue, this.#id, this.#fence) ? undefined : LOST;
+  }
+  installed(): void {
+    this.#queues.completed(this.#queue, this.#id);
   }
 }

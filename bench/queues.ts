@@ -16,7 +16,7 @@
  * brackets). Run: `REDIS_URL=… DATABASE_URL=… npm run bench -- queues` (BENCH_SECTIONS=1,2,3).
  */
 import { Queue as BullQueue, Worker as BullWorker } from 'bullmq';
-import { makeWorkerUtils, run as runGraphile } from 'graphile-worker';
+import { Logger, makeWorkerUtils, run as runGraphile } from 'graphile-worker';
 import { Redis } from 'ioredis';
 import PgBoss from 'pg-boss';
 import { z } from 'zod';
@@ -196,9 +196,12 @@ function bullSide(): Side {
   };
 }
 
+/** graphile-worker logs every job by default: measured without its logging. */
+const quiet = new Logger(() => () => {});
+
 async function graphileSide(): Promise<Side> {
   const schema = `lsbench_gw_${process.pid}`;
-  const utils = await makeWorkerUtils({ connectionString: DATABASE_URL, schema });
+  const utils = await makeWorkerUtils({ connectionString: DATABASE_URL, schema, logger: quiet });
   await utils.migrate();
   return {
     name: 'graphile-worker 0.17',
@@ -217,7 +220,8 @@ async function graphileSide(): Promise<Side> {
             seen(p as { t: number });
           },
         },
-        logger: undefined,
+        maxPoolSize: CONCURRENCY + 4,
+        logger: quiet,
       });
       return () => runner.stop();
     },

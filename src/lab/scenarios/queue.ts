@@ -9,6 +9,9 @@
  * - skip-locked: one document per task; a worker locks the next task with `skipLocked: true`
  *   (a task another worker holds is skipped, not waited for: SELECT ... FOR UPDATE SKIP LOCKED),
  *   processes it while holding the lease, and marks it done in the same commit.
+ * - store.queue: one job per task; a worker claims the next job under a fenced lease
+ *   (`q.claim()`), processes it, and completes it (`job.complete()`): a claim is held by one
+ *   worker at a time, and a crashed worker's job comes back after its lease.
  */
 import { checkQueue } from '../checks.js';
 import { drive, driveOptions, type OpResult, outcome } from '../runner.js';
@@ -19,6 +22,7 @@ import { mapConcurrent, sleep, yieldNow } from '../util.js';
 const KEY = 'jobs';
 const queueShape = shape({ pending: 'string[]' });
 const taskShape = shape({ state: 'string' });
+const taskName = shape({ task: 'string' });
 
 /** At most this many tasks per run: they are all created before the measured phase. */
 const MAX_TASKS = 10_000;
@@ -138,6 +142,44 @@ const skipLocked: Strategy = {
   },
 };
 
+const storeQueue: Strategy = {
+  name: 'store.queue',
+  safe: true,
+  description: 'one job per task, q.claim() under a fenced lease, job.complete()',
+  async run(ctx: LabContext): Promise<StrategyOutcome> {
+    const q = ctx.store.queue(`queue_jobs_${Math.random().toString(36).slice(2, 8)}`, taskName, {
+      leaseMs: Math.max(5_000, ctx.ioMs * 20),
+    });
+    const tasks = taskNames(ctx);
+    for (let i = 0; i < tasks.length; i += 1000) {
+      await q.enqueueMany(tasks.slice(i, i + 1000).map((task) => ({ data: { task } })));
+    }
+    const processed: string[] = [];
+    let empty = false;
+    const run = await drive(
+      driveOptions(ctx, { ops: tasks.length * 4, done: () => empty }),
+      async (): Promise<OpResult> => {
+        const job = await q.claim({ timeoutMs: 0 });
+        if (job === undefined) {
+          empty = true;
+          return 'skipped';
+        }
+        await sleep(ctx.ioMs);
+        processed.push(job.data.task);
+        await job.complete();
+        return undefined;
+      },
+    );
+    // What is still queued: the tasks nobody processed, when the queue holds as many jobs.
+    const s = await q.stats();
+    const left = s.waiting + s.delayed + s.active;
+    const done = new Set(processed);
+    const unprocessed = tasks.filter((t) => !done.has(t));
+    const remaining = left === unprocessed.length ? unprocessed : [];
+    return outcome(run, checkQueue({ tasks, processed, remaining }));
+  },
+};
+
 /**
  * The queue scenario. Run it with `npm run lab -- queue`.
  *
@@ -156,5 +198,6 @@ export const queue: Scenario = {
     strategy('lock', true, 'Model.lock: shift() the head under a lease', lock),
     strategy('atomic', true, 'Model.apply: pending.pop(0), result returned', atomic),
     skipLocked,
+    storeQueue,
   ],
 };

@@ -14,7 +14,7 @@ import { scanKeys } from '../backends/redis/drop-prefix.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
-const SCENARIOS = ['counter', 'bank', 'campaign', 'learner', 'queue', 'payments'];
+const SCENARIOS = ['counter', 'bank', 'campaign', 'learner', 'queue', 'queue-crash', 'payments'];
 
 interface Run {
   code: number;

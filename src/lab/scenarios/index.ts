@@ -6,16 +6,25 @@ import { counter } from './counter.js';
 import { learner } from './learner.js';
 import { payments } from './payments.js';
 import { queue } from './queue.js';
+import { queueCrash } from './queue-crash.js';
 
 /**
  * The scenarios, in run order.
  *
  * @example
  * ```ts
- * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue', 'payments']
+ * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue', 'queue-crash', 'payments']
  * ```
  */
-export const scenarios: readonly Scenario[] = [counter, bank, campaign, learner, queue, payments];
+export const scenarios: readonly Scenario[] = [
+  counter,
+  bank,
+  campaign,
+  learner,
+  queue,
+  queueCrash,
+  payments,
+];
 
 /** The names `npm run lab -- <names...>` accepts. */
 export const scenarioNames: readonly string[] = scenarios.map((s) => s.name);

@@ -13,7 +13,7 @@
  *   with the completion, and a stalled worker's completion is refused (LeaseLostError): a
  *   crashed worker's job comes back after its lease, every effect is applied exactly once.
  */
-import { LeaseLostError } from '../../errors.js';
+import { LeaseLostError } from '../../index.js';
 import { drive, driveOptions, type OpResult, outcome } from '../runner.js';
 import { shape } from '../schema.js';
 import type { LabContext, Scenario, Strategy, StrategyOutcome } from '../types.js';

@@ -10,7 +10,7 @@ import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createStore, memory } from '../index.js';
+import { type Backend, createStore, memory } from '../index.js';
 import type { BackendKind, LabStore } from './types.js';
 import { errorMessage } from './util.js';
 
@@ -88,15 +88,16 @@ export function redact(url: URL): string {
 export async function openBackend(
   spec: string | undefined,
   runId: string,
-  options: { workers: number } = { workers: 8 },
+  options: { workers: number; wrap?: (backend: Backend) => Backend } = { workers: 8 },
 ): Promise<LabBackend> {
   const text = (spec ?? 'memory').trim();
+  const wrap = options.wrap ?? ((b: Backend) => b);
   if (text === 'memory' || text === 'memory:' || text === 'memory://') {
-    const store = createStore(memory());
+    const store = createStore(wrap(memory()));
     return { kind: 'memory', label: 'memory', store, cleanup: () => closeQuietly(store) };
   }
   if (text === 'sqlite' || text === 'sqlite:' || text.startsWith('sqlite:')) {
-    return openSqlite(text, runId);
+    return openSqlite(text, runId, wrap);
   }
   let url: URL;
   try {
@@ -115,11 +116,11 @@ export async function openBackend(
       }
       await reachable(url, 6379, 'Redis', label);
       await preflightRedis(url, label);
-      return openRedis(url, label, runId);
+      return openRedis(url, label, runId, wrap);
     case 'postgres:':
     case 'postgresql:':
       await reachable(url, 5432, 'PostgreSQL', label);
-      return openPostgres(url, label, runId, options.workers);
+      return openPostgres(url, label, runId, options.workers, wrap);
     default:
       throw new LabError(
         `unsupported --backend ${JSON.stringify(label)} (protocol ${url.protocol}): ${USAGE}`,
@@ -213,10 +214,15 @@ async function importBackend<T>(load: () => Promise<T>, what: string): Promise<T
   }
 }
 
-async function openRedis(url: URL, label: string, runId: string): Promise<LabBackend> {
+async function openRedis(
+  url: URL,
+  label: string,
+  runId: string,
+  wrap: (backend: Backend) => Backend,
+): Promise<LabBackend> {
   const { redis } = await importBackend(() => import('../backends/redis/index.js'), 'Redis');
   const marker = `lockstep-lab-${runId}`;
-  const store = createStore(redis({ url: url.href, prefix: marker }));
+  const store = createStore(wrap(redis({ url: url.href, prefix: marker })));
   const cleanup = async (warn = true) => {
     await closeQuietly(store);
     await dropRedisKeys(url, marker, warn);
@@ -260,6 +266,7 @@ async function openPostgres(
   label: string,
   runId: string,
   workers: number,
+  wrap: (backend: Backend) => Backend,
 ): Promise<LabBackend> {
   const { postgres } = await importBackend(
     () => import('../backends/postgres/index.js'),
@@ -268,7 +275,7 @@ async function openPostgres(
   const schema = `lockstep_lab_${runId}`;
   // Nested locks hold two connections per worker: size the pool so that they always can.
   const poolSize = Math.min(64, Math.max(10, 2 * workers + 4));
-  const store = createStore(postgres({ url: url.href, schema, poolSize }));
+  const store = createStore(wrap(postgres({ url: url.href, schema, poolSize })));
   const cleanup = async (warn = true) => {
     await closeQuietly(store);
     await dropSchema(url, schema, warn);
@@ -286,14 +293,18 @@ async function openPostgres(
  * `sqlite` (a file in the temporary directory named after the run, so that verify's worker
  * processes open the same one; removed by cleanup) or `sqlite://path` (that file, kept).
  */
-async function openSqlite(text: string, runId: string): Promise<LabBackend> {
+async function openSqlite(
+  text: string,
+  runId: string,
+  wrap: (backend: Backend) => Backend,
+): Promise<LabBackend> {
   const { sqlite } = await importBackend(() => import('../backends/sqlite/index.js'), 'SQLite');
   const given = text === 'sqlite' ? '' : text.replace(/^sqlite:(\/\/)?/, '');
   const temporary = given === '';
   const path = temporary ? join(tmpdir(), `lockstep-lab-${runId}.db`) : given;
   let store: LabStore;
   try {
-    store = createStore(sqlite({ path }));
+    store = createStore(wrap(sqlite({ path })));
   } catch (err) {
     throw new LabError(`cannot open SQLite database ${path}: ${errorMessage(err)}`, 3);
   }

@@ -1,45 +1,63 @@
 /**
- * `npm run lab -- verify [--backend URL] [--seconds N] [--clients N] [--processes N]
- * [--faults none|client] [--plant BUG] [--seed N] [--json]`: runs the verification workloads
- * against a backend (in this process, or in N processes whose histories are merged), records the
- * history, checks it (linearizability per key, invariants) and prints ops, faults and anomalies.
- * `--faults client` puts a TCP proxy of this run between its drivers and the server and resets
- * those connections; `--faults admin` (server-side faults) is not implemented. Exit code: 0 when nothing was found, 1 on any anomaly, 2 for a usage error, 3 when
- * the backend cannot be reached, 4 when the checker ran out of time (nothing found, not proven).
+ * `npm run lab -- verify [--backend URL|redis|postgres] [--seconds N] [--clients N]
+ * [--processes N] [--faults none|client|admin] [--i-own-this-server] [--plant BUG] [--seed N]
+ * [--json]`: runs the verification workloads against a backend (in this process, or in N
+ * processes whose histories are merged), records the history, checks it (linearizability per
+ * key, invariants) and prints ops, faults by kind and anomalies.
+ * - `--backend redis` / `--backend postgres` starts a throwaway server for the run (and stops it).
+ * - `--faults client` puts a TCP proxy of this run between its drivers and the server and resets
+ *   those connections.
+ * - `--faults admin` injects server and process faults (src/lab/verify-nemesis.ts): `CLIENT KILL`
+ *   of the run's connections and `CLIENT PAUSE` (Redis), `pg_terminate_backend` of its sessions
+ *   (PostgreSQL), SIGSTOP / SIGKILL of worker processes and of a worker while it holds the lock.
+ *   Only on a server the run started, or with `--i-own-this-server`; with no `--backend` it runs
+ *   on a throwaway Redis, then a throwaway PostgreSQL; 3 processes unless `--processes` is given.
+ *
+ * Exit code: 0 when nothing was found, 1 on any anomaly, 2 for a usage error, 3 when the
+ * backend cannot be reached, 4 when the checker ran out of time (nothing found, not proven).
  *
  * @example
  * ```sh
  * npm run lab -- verify --seconds 10
  * npm run lab -- verify --backend redis://127.0.0.1:6379 --faults client --processes 2 --json
+ * npm run lab -- verify --faults admin --seconds 10       # throwaway Redis, then PostgreSQL
  * npm run lab -- verify --plant commit-ignores-fence   # must exit 1
  * ```
  */
-import { fork } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { createStore, memory } from '../index.js';
+import type { Backend } from '../index.js';
 import {
   type Anomaly,
   checkVerify,
+  connectionTag,
   type FaultProxy,
   formatOp,
+  History,
   type HistoryPart,
+  MissingServerBinaryError,
   mergeHistories,
   type PlantedBug,
+  type PostgresServer,
   plantBug,
   plantedBugs,
+  type RedisServer,
   resetPeriodically,
   runClients,
-  runVerify,
+  type ServerNemesis,
+  serverNemesis,
   setupVerify,
   startFaultProxy,
+  startPostgres,
+  startRedis,
+  tagServerUrl,
   type VerifyOptions,
   type VerifyReport,
 } from '../verify/index.js';
 import { type LabBackend, LabError, newRunId, openBackend } from './backends.js';
 import { errorMessage } from './util.js';
-import { sharedClock, type WorkerOpen, type WorkerReply } from './verify-worker.js';
+import { runNemesis } from './verify-nemesis.js';
+import { sharedClock } from './verify-worker.js';
+import { WorkerPool } from './verify-workers.js';
 
 interface VerifyCliOptions {
   backend: string;
@@ -70,7 +88,7 @@ function program(): Command {
     )
     .option(
       '--backend <url>',
-      'memory, redis://host:port or postgres://user@host:port/db',
+      'memory, redis://host:port, postgres://user@host:port/db, or redis / postgres: a throwaway server this run starts',
       'memory',
     )
     .option('--seconds <n>', 'how long the clients run', integer('--seconds', 1, 3600), 10)
@@ -89,7 +107,7 @@ function program(): Command {
     .addOption(
       new Option(
         '--faults <kind>',
-        'none; client: this run reaches the server through its own TCP proxy and resets those connections every 0.3-1.5 s (no one else is touched); admin (CLIENT KILL/PAUSE, pg_terminate_backend) is not implemented yet',
+        "none; client: this run reaches the server through its own TCP proxy and resets those connections every 0.3-1.5 s (no one else is touched); admin: every 0.3-1.5 s CLIENT KILL of the run's connections or CLIENT PAUSE (Redis), pg_terminate_backend of its sessions (PostgreSQL), SIGSTOP/SIGKILL of a worker process or of one holding the lock (a server the run started, or --i-own-this-server; no --backend: a throwaway Redis, then PostgreSQL)",
       )
         .choices(['none', 'client', 'admin'])
         .default('none'),
@@ -97,7 +115,7 @@ function program(): Command {
     .addOption(
       new Option(
         '--plant <bug>',
-        'plant a bug to see the check fail (the backend bugs on memory only)',
+        'plant a bug to see the check fail (the backend bugs on memory or a throwaway server only)',
       ).choices([...plantedBugs]),
     )
     .option('--seed <n>', 'workload seed (default: random, printed)', integer('--seed', 0, 2 ** 31))
@@ -136,7 +154,12 @@ function anomalyText(workload: string, a: Anomaly): string {
   return lines.join('\n');
 }
 
-function text(report: VerifyReport, label: string, faults: Record<string, number>): string {
+function text(
+  report: VerifyReport,
+  label: string,
+  faults: Record<string, number>,
+  misses: number,
+): string {
   const out: string[] = [];
   const pad = (s: string, n: number) => s.padEnd(n);
   out.push(
@@ -166,114 +189,136 @@ function text(report: VerifyReport, label: string, faults: Record<string, number
     out.push('', `ops per process: ${[...perProcess].map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
   const f = Object.entries(faults);
+  const counted = report.ops.ok + report.ops.fail + report.ops.info + report.ops.pending;
+  const missed = misses > 0 ? ` (${misses} more found nothing to act on)` : '';
   out.push(
     '',
-    `verify: ${report.verdict.toUpperCase()} on ${label}: ${report.history.length} ops (ok ${report.ops.ok}, fail ${report.ops.fail}, info ${report.ops.info}${report.ops.pending > 0 ? `, ${report.ops.pending} still running, checked as info` : ''}) in ${(report.runMs / 1000).toFixed(1)} s, faults ${f.length === 0 ? 'none' : f.map(([k, v]) => `${k} ${v}`).join(', ')}, ${total} anomalies, checked in ${(report.checkMs / 1000).toFixed(2)} s (seed ${report.seed})`,
+    `verify: ${report.verdict.toUpperCase()} on ${label}: ${counted} ops (ok ${report.ops.ok}, fail ${report.ops.fail}, info ${report.ops.info}${report.ops.pending > 0 ? `, ${report.ops.pending} never completed (hung, or their process was killed), checked as info` : ''}) in ${(report.runMs / 1000).toFixed(1)} s, faults ${f.length === 0 ? 'none' : f.map(([k, v]) => `${k} ${v}`).join(', ')}${missed}, ${total} anomalies, checked in ${(report.checkMs / 1000).toFixed(2)} s (seed ${report.seed})`,
   );
   return out.join('\n');
 }
 
-/** Pings per worker to measure its clock's offset (the fastest round trip bounds it). */
-const CLOCK_PINGS = 20;
+/** A run's report, its faults by kind, and how many faults found nothing to act on. */
+interface RunResult {
+  readonly report: VerifyReport;
+  readonly faults: Record<string, number>;
+  readonly misses: number;
+}
 
-/** The worker's file: compiled JavaScript in the package, TypeScript under tsx. */
-function workerFile(): string {
-  const js = fileURLToPath(new URL('./verify-worker.js', import.meta.url));
-  return existsSync(js) ? js : js.replace(/\.js$/, '.ts');
+/** What one run needs besides the workloads' options. */
+interface RunPlan {
+  readonly backend: LabBackend;
+  readonly spec: string;
+  readonly runId: string;
+  readonly processes: number;
+  readonly plant?: PlantedBug;
+  /** Faults: `client` resets through this run's proxy; `admin` the server's and the processes'. */
+  readonly proxy?: FaultProxy;
+  readonly server?: ServerNemesis;
+  readonly admin: boolean;
 }
 
 /**
- * One run across `processes` processes: this one sets up, runs its clients with the others
- * (forked workers on the same backend and run id), merges the histories and checks them.
+ * One run across `processes` processes (this one and `processes - 1` forked workers on the
+ * same backend and run id): this one sets up, starts the workers and its own clients, runs the
+ * nemesis, merges every history (the nemesis's too) and checks it.
  */
-async function acrossProcesses(
-  backend: LabBackend,
-  spec: string,
-  runId: string,
-  options: VerifyOptions,
-  processes: number,
-): Promise<VerifyReport> {
+async function runAcross(plan: RunPlan, options: VerifyOptions): Promise<RunResult> {
+  const { backend } = plan;
   await setupVerify(backend.store, options);
   const { signal: _s, onClientsDone: _d, onOp: _o, ...plain } = options;
-  const workers = Array.from({ length: processes - 1 }, () =>
-    fork(workerFile(), ['--lockstep-verify-worker'], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    }),
-  );
-  const replies = workers.map(() => [] as WorkerReply[]);
-  const waiters = workers.map(() => [] as Array<() => void>);
-  const next = (k: number, type: WorkerReply['type']) =>
-    new Promise<WorkerReply>((resolve, reject) => {
-      const check = () => {
-        const r = replies[k]?.find((m) => m.type === type || m.type === 'error');
-        if (r === undefined) return false;
-        if (r.type === 'error') reject(new LabError(`verify worker ${k + 1}: ${r.message}`, 3));
-        else resolve(r);
-        return true;
-      };
-      if (!check()) waiters[k]?.push(() => void check());
-    });
+  const pool =
+    plan.processes > 1
+      ? new WorkerPool({
+          spec: plan.spec,
+          runId: plan.runId,
+          options: plain,
+          ...(plan.plant === undefined ? {} : { plant: plan.plant }),
+        })
+      : undefined;
+  const nemesisHistory = new History({ now: sharedClock });
+  const stopFaults = new AbortController();
+  let resets: Promise<number> = Promise.resolve(0);
+  let nemesis: Promise<void> = Promise.resolve();
   try {
-    workers.forEach((w, k) => {
-      w.on('message', (m: WorkerReply) => {
-        replies[k]?.push(m);
-        for (const f of waiters[k]?.splice(0) ?? []) f();
-      });
-      w.on('exit', (code) => {
-        replies[k]?.push({ type: 'error', message: `exited (code ${code}) before it reported` });
-        for (const f of waiters[k]?.splice(0) ?? []) f();
-      });
-      const open: WorkerOpen = {
-        type: 'open',
-        spec,
-        runId,
-        options: { ...plain, tag: `p${k + 1}`, processIndex: k + 1 },
-      };
-      w.send(open);
-    });
-    await Promise.all(workers.map((_, k) => next(k, 'ready')));
-    // Each worker's clock against ours: offset = its reading minus the midpoint of the round
-    // trip, known to within half the round trip (the fastest of CLOCK_PINGS).
-    const clocks: Array<{ offsetMs: number; marginMs: number }> = [];
-    for (const [k, w] of workers.entries()) {
-      let best = { offsetMs: 0, marginMs: Number.POSITIVE_INFINITY };
-      for (let i = 0; i < CLOCK_PINGS; i++) {
-        replies[k] = (replies[k] ?? []).filter((m) => m.type !== 'pong');
-        const t0 = sharedClock();
-        w.send({ type: 'ping' });
-        const pong = await next(k, 'pong');
-        const t1 = sharedClock();
-        const half = (t1 - t0) / 2;
-        if (pong.type === 'pong' && half < best.marginMs) {
-          best = { offsetMs: pong.t - (t0 + t1) / 2, marginMs: half };
-        }
-      }
-      clocks.push(best);
+    if (pool) {
+      const workers = await Promise.all(
+        Array.from({ length: plan.processes - 1 }, () => pool.open(options.durationMs)),
+      );
+      process.stderr.write(
+        `lab verify: worker clocks: ${workers.map((w) => `${w.tag} ${w.clock.offsetMs >= 0 ? '+' : ''}${w.clock.offsetMs.toFixed(3)} ± ${w.clock.marginMs.toFixed(3)} ms`).join(', ')}\n`,
+      );
+      for (const w of workers) pool.go(w);
     }
-    process.stderr.write(
-      `lab verify: worker clocks: ${clocks.map((c, k) => `p${k + 1} ${c.offsetMs >= 0 ? '+' : ''}${c.offsetMs.toFixed(3)} ± ${c.marginMs.toFixed(3)} ms`).join(', ')}\n`,
-    );
-    for (const w of workers) w.send({ type: 'go' });
-    const mine = runClients(backend.store, {
+    const until = sharedClock() + options.durationMs;
+    if (plan.proxy) {
+      resets = resetPeriodically(plan.proxy, {
+        minMs: 300,
+        maxMs: 1500,
+        signal: stopFaults.signal,
+      });
+    }
+    if (plan.admin) {
+      nemesis = runNemesis({
+        ...(plan.server ? { server: plan.server } : {}),
+        ...(pool ? { pool } : {}),
+        leaseMs: options.leaseMs ?? 150,
+        until,
+        now: sharedClock,
+        history: nemesisHistory,
+        random: Math.random,
+        signal: stopFaults.signal,
+      });
+    }
+    const own = await runClients(backend.store, {
       ...options,
       tag: 'p0',
       processIndex: 0,
       now: sharedClock,
     });
-    const theirs = await Promise.all(workers.map((_, k) => next(k, 'done')));
-    const own = await mine;
+    // The faults stop when the clients do, before the final reads.
+    stopFaults.abort();
+    await nemesis;
+    const resetCount = await resets;
+    await pool?.finish();
     options.onClientsDone?.();
-    const parts: HistoryPart[] = [{ ops: own.ops }];
-    let runMs = own.runMs;
-    for (const [k, r] of theirs.entries()) {
-      if (r.type !== 'done') continue;
-      parts.push({ ops: r.ops, ...(clocks[k] ?? { marginMs: 1 }) });
-      runMs = Math.max(runMs, r.runMs);
-    }
-    return await checkVerify(backend.store, mergeHistories(parts), options, runMs);
+    const parts: HistoryPart[] = [
+      { ops: own.ops },
+      ...(pool?.parts() ?? []),
+      { ops: nemesisHistory.operations() },
+    ];
+    const report = await checkVerify(
+      backend.store,
+      mergeHistories(parts),
+      options,
+      Math.max(own.runMs, pool?.runMs() ?? 0),
+    );
+    const faults: Record<string, number> = { ...report.faults };
+    if (plan.proxy) faults['connection-reset'] = resetCount;
+    const misses = nemesisHistory.operations().filter((o) => o.status === 'fail').length;
+    return { report, faults, misses };
   } finally {
-    for (const w of workers) if (w.exitCode === null) w.kill();
+    stopFaults.abort();
+    await nemesis.catch(() => {});
+    await resets.catch(() => 0);
+    await pool?.close();
   }
+}
+
+/**
+ * Runs `lab verify` with the arguments after `verify`; resolves the exit code.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = await verifyMain(['--seconds', '5']);
+ * ```
+ */
+/** `--backend redis` / `--backend postgres`: a throwaway server this run starts and stops. */
+const THROWAWAY = /^(redis|postgres)$/;
+
+/** The exit code of several runs: an anomaly wins, then the first other failure. */
+function worst(codes: readonly number[]): number {
+  return codes.includes(1) ? 1 : (codes.find((c) => c !== 0) ?? 0);
 }
 
 /**
@@ -293,77 +338,111 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
     throw err;
   }
   const opts = cmd.opts<VerifyCliOptions>();
-  const isMemory = /^memory(:(\/\/)?)?$/.test(opts.backend.trim());
-  if (opts.faults === 'admin') {
-    if (!opts.iOwnThisServer) {
-      fail(
-        '--faults admin disturbs the server itself (other clients too); pass --i-own-this-server if it is yours to disturb',
-        2,
-      );
-    }
-    fail('--faults admin is not implemented yet; use --faults client', 2);
-  }
-  if (opts.faults === 'client' && isMemory) {
+  const backendGiven = cmd.getOptionValueSource('backend') !== 'default';
+  const processesGiven = cmd.getOptionValueSource('processes') !== 'default';
+  // --faults admin with no --backend: a throwaway Redis, then a throwaway PostgreSQL.
+  const specs =
+    opts.faults === 'admin' && !backendGiven ? ['redis', 'postgres'] : [opts.backend.trim()];
+  const codes: number[] = [];
+  for (const spec of specs) codes.push(await verifyOne(spec, opts, processesGiven));
+  return worst(codes);
+}
+
+async function verifyOne(
+  given: string,
+  opts: VerifyCliOptions,
+  processesGiven: boolean,
+): Promise<number> {
+  const isMemory = /^memory(:(\/\/)?)?$/.test(given);
+  const throwaway = THROWAWAY.exec(given)?.[1] as 'redis' | 'postgres' | undefined;
+  if (opts.faults === 'admin' && isMemory) {
     fail(
-      '--faults client needs a server backend (redis://... or postgres://...): memory has no connections',
+      '--faults admin needs a server backend: give --backend redis or --backend postgres (a throwaway server this run starts), or leave --backend out to run on both',
       2,
     );
   }
-  if (opts.faults === 'client' && /^sqlite(:|$)/.test(opts.backend.trim())) {
+  const isSqlite = /^sqlite(:|$)/.test(given);
+  if (opts.faults === 'client' && isSqlite) {
     fail(
       '--faults client needs a server backend (redis://... or postgres://...): SQLite has no connections to break',
       2,
     );
   }
-  if (opts.processes > 1 && isMemory) {
+  if (opts.faults === 'admin' && isSqlite) {
+    fail(
+      '--faults admin needs a server backend (redis://..., postgres://..., or redis / postgres for a throwaway server): SQLite has no server to disturb',
+      2,
+    );
+  }
+  if (opts.faults === 'admin' && throwaway === undefined && !opts.iOwnThisServer) {
+    fail(
+      '--faults admin disturbs the server itself (CLIENT PAUSE holds every client; kills go to this run’s connections only): pass --i-own-this-server if it is yours to disturb, or give --backend redis / postgres for a throwaway server',
+      2,
+    );
+  }
+  if (opts.faults === 'client' && isMemory) {
+    fail(
+      '--faults client needs a server backend (redis://... or postgres://..., or redis / postgres for a throwaway server): memory has no connections',
+      2,
+    );
+  }
+  // Worker processes give the process faults something to stop and kill.
+  const processes =
+    opts.faults === 'admin' && !processesGiven ? Math.max(3, opts.processes) : opts.processes;
+  if (processes > 1 && isMemory) {
     fail('--processes needs a server backend: the memory backend lives in one process', 2);
   }
-  if (opts.plant !== undefined && opts.plant !== 'read-then-write-increment' && !isMemory) {
+  const backendBug = opts.plant !== undefined && opts.plant !== 'read-then-write-increment';
+  if (backendBug && !isMemory && throwaway === undefined && given !== 'sqlite') {
     fail(
-      `--plant ${opts.plant} runs against the memory backend only (a broken backend must never reach a server); read-then-write-increment, a client bug, runs anywhere`,
+      `--plant ${opts.plant} runs against the memory backend or a throwaway server (--backend redis / postgres; --backend sqlite, a temporary file) only (a broken backend must never reach your server); read-then-write-increment, a client bug, runs anywhere`,
       2,
     );
   }
 
+  let server: RedisServer | PostgresServer | undefined;
   let proxy: FaultProxy | undefined;
   let backend: LabBackend | undefined;
-  let spec = opts.backend;
+  let nemesis: ServerNemesis | undefined;
   const runId = newRunId();
+  const tag = connectionTag(runId);
+  let spec = given;
   try {
-    if (opts.plant !== undefined && isMemory) {
-      const store = createStore(plantBug(memory(), opts.plant));
-      backend = {
-        kind: 'memory',
-        label: `memory (planted: ${opts.plant})`,
-        store,
-        cleanup: () => store.close(),
-      };
-    } else {
-      if (opts.faults === 'client') {
-        proxy = await startFaultProxy(target(spec));
-        spec = throughProxy(spec, proxy);
-      }
-      backend = await openBackend(spec, runId, { workers: opts.clients * 4 });
+    let url = given;
+    if (throwaway === 'redis') server = await startRedis();
+    else if (throwaway === 'postgres') server = await startPostgres();
+    if (server) url = server.url;
+    spec = isMemory || isSqlite ? url : tagServerUrl(url, tag);
+    if (opts.faults === 'client') {
+      proxy = await startFaultProxy(target(url));
+      spec = throughProxy(spec, proxy);
     }
+    const wrap = opts.plant === undefined ? undefined : (b: Backend) => plantBug(b, opts.plant);
+    backend = await openBackend(spec, runId, {
+      workers: opts.clients * 4,
+      ...(wrap ? { wrap } : {}),
+    });
+    if (opts.faults === 'admin') nemesis = await serverNemesis(url, tag);
   } catch (err) {
+    await nemesis?.close();
+    await backend?.cleanup();
     await proxy?.close();
+    await server?.stop();
+    if (err instanceof MissingServerBinaryError) fail(err.message, 3);
     if (err instanceof LabError) fail(err.message, err.exitCode);
     fail(errorMessage(err), 3);
   }
-  const label = proxy ? `${opts.backend} (through this run's proxy)` : backend.label;
+  const base = server ? `${throwaway} (throwaway server ${server.url})` : backend.label;
+  const label = `${base}${proxy ? " (through this run's proxy)" : ''}${opts.plant && backendBug ? ` (planted: ${opts.plant})` : ''}`;
   if (!opts.json) {
     process.stderr.write(
-      `lab verify: ${label}, ${opts.processes > 1 ? `${opts.processes} processes x ` : ''}${opts.clients} clients per workload, ${opts.seconds} s, faults ${opts.faults}\n`,
+      `lab verify: ${label}, ${processes > 1 ? `${processes} processes x ` : ''}${opts.clients} clients per workload, ${opts.seconds} s, faults ${opts.faults}\n`,
     );
   }
   const stop = new AbortController();
-  process.once('SIGINT', () => stop.abort());
-  const nemesis = new AbortController();
-  const faultsDone = proxy
-    ? resetPeriodically(proxy, { minMs: 300, maxMs: 1500, signal: nemesis.signal })
-    : Promise.resolve(0);
-  let report: VerifyReport;
-  const faults: Record<string, number> = {};
+  const onSigint = () => stop.abort();
+  process.once('SIGINT', onSigint);
+  let result: RunResult;
   try {
     const options: VerifyOptions = {
       durationMs: opts.seconds * 1000,
@@ -371,25 +450,35 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
       signal: stop.signal,
       seed: opts.seed ?? Math.floor(Math.random() * 2 ** 31),
       ...(opts.plant === undefined ? {} : { bug: opts.plant }),
-      // The faults stop when the clients do, before the final reads.
-      onClientsDone: () => nemesis.abort(),
     };
-    report =
-      opts.processes > 1
-        ? await acrossProcesses(backend, spec, runId, options, opts.processes)
-        : await runVerify(backend.store, options);
+    result = await runAcross(
+      {
+        backend,
+        spec,
+        runId,
+        processes,
+        admin: opts.faults === 'admin',
+        ...(backendBug && opts.plant ? { plant: opts.plant } : {}),
+        ...(proxy ? { proxy } : {}),
+        ...(nemesis ? { server: nemesis } : {}),
+      },
+      options,
+    );
   } finally {
-    nemesis.abort();
-    const resets = await faultsDone;
-    if (proxy) faults['connection reset'] = resets;
+    process.off('SIGINT', onSigint);
+    await nemesis?.close();
     await backend.cleanup();
     await proxy?.close();
+    await server?.stop();
   }
+  const { report, faults, misses } = result;
   if (opts.json) {
     const { history: _h, ...rest } = report;
-    process.stdout.write(`${JSON.stringify({ backend: label, faults, ...rest })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ backend: label, ...rest, faults, faultsWithNothingToActOn: misses })}\n`,
+    );
   } else {
-    process.stdout.write(`${text(report, label, faults)}\n`);
+    process.stdout.write(`${text(report, label, faults, misses)}\n`);
   }
   return report.verdict === 'fail' ? 1 : report.verdict === 'unknown' ? 4 : 0;
 }

@@ -67,10 +67,16 @@ export function classifyError(err: unknown): 'fail' | 'info' {
 export class History {
   readonly #ops: Operation[] = [];
   readonly #now: () => number;
+  readonly #onChange: ((op: Operation) => void) | undefined;
 
-  /** `now` is the monotonic clock (default `performance.now`); tests may pass their own. */
-  constructor(options: { now?: () => number } = {}) {
+  /**
+   * `now` is the monotonic clock (default `performance.now`); tests may pass their own.
+   * `onChange` sees each operation when it is invoked (before it runs) and again when it
+   * completes: a journal written there survives the process being killed mid-run.
+   */
+  constructor(options: { now?: () => number; onChange?: (op: Operation) => void } = {}) {
     this.#now = options.now ?? (() => performance.now());
+    this.#onChange = options.onChange;
   }
 
   /**
@@ -84,7 +90,7 @@ export class History {
    */
   invoke(process: string, key: string, kind: string, arg?: Json): number {
     const id = this.#ops.length;
-    this.#ops.push({
+    const op: Operation = {
       id,
       process,
       key,
@@ -92,7 +98,9 @@ export class History {
       ...(arg === undefined ? {} : { arg }),
       status: 'pending',
       invoke: this.#now(),
-    });
+    };
+    this.#ops.push(op);
+    this.#onChange?.(op);
     return id;
   }
 
@@ -157,7 +165,9 @@ export class History {
     if (op === undefined || op.status !== 'pending') {
       throw new RangeError(`History: operation ${id} is not pending (complete it once)`);
     }
-    this.#ops[id] = { ...op, ...extra, status, complete: this.#now() };
+    const done: Operation = { ...op, ...extra, status, complete: this.#now() };
+    this.#ops[id] = done;
+    this.#onChange?.(done);
   }
 }
 

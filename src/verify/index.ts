@@ -13,6 +13,14 @@
  * ```
  */
 export {
+  connectionTag,
+  type InjectedFault,
+  type ServerFaultKind,
+  type ServerNemesis,
+  serverNemesis,
+  tagServerUrl,
+} from './admin-faults.js';
+export {
   type Classify,
   classifyError,
   formatOp,
@@ -51,6 +59,7 @@ export { type FaultProxy, resetPeriodically, startFaultProxy } from './nemesis.j
 export {
   type ClientOptions,
   checkVerify,
+  NEMESIS,
   runClients,
   runVerify,
   setupVerify,
@@ -58,4 +67,11 @@ export {
   type VerifyReport,
   type WorkloadReport,
 } from './run.js';
+export {
+  MissingServerBinaryError,
+  type PostgresServer,
+  type RedisServer,
+  startPostgres,
+  startRedis,
+} from './servers.js';
 export { type WorkloadName, workloadNames } from './workloads.js';

@@ -66,13 +66,26 @@ export interface VerifyReport {
   readonly verdict: 'pass' | 'fail' | 'unknown';
   readonly seed: number;
   readonly clients: number;
+  /** The clients' operations by status (the nemesis's are counted in `faults`). */
   readonly ops: Record<OpStatus, number>;
+  /**
+   * Faults injected, by kind: the `ok` operations of process {@link NEMESIS} in the history
+   * (a client-side fault count such as a proxy's resets is added by whoever ran it).
+   */
+  readonly faults: Readonly<Record<string, number>>;
   readonly workloads: readonly WorkloadReport[];
   readonly runMs: number;
   readonly checkMs: number;
   /** The whole history (for `--json` and for debugging). */
   readonly history: readonly Operation[];
 }
+
+/**
+ * The process name of the nemesis's operations in a history: each fault is one operation (its
+ * kind the fault's, `ok` when injected, `fail` when there was nothing to act on). The workloads'
+ * checks never see them.
+ */
+export const NEMESIS = 'nemesis';
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -115,6 +128,13 @@ export interface ClientOptions extends VerifyOptions {
   readonly now?: () => number;
   /** This process's number among the run's (0, 1, ...): keeps written values unique. */
   readonly processIndex?: number;
+  /** Sees every operation when invoked and when completed (a journal that outlives a kill). */
+  readonly onChange?: (op: Operation) => void;
+  /**
+   * Told when one of this process's mutex holders enters its critical section (`true`) and when
+   * its lock call has returned (`false`): the nemesis stops or kills a process while it holds.
+   */
+  readonly onSection?: (inside: boolean) => void;
 }
 
 function contextBase(
@@ -132,6 +152,7 @@ function contextBase(
     now: options.now ?? (() => performance.now()),
     unique: () => base + ++written,
     ...(options.bug === undefined ? {} : { bug: options.bug }),
+    ...(options.onSection === undefined ? {} : { onSection: options.onSection }),
   };
 }
 
@@ -167,7 +188,10 @@ export async function runClients(
   const names = options.workloads ?? workloadNames;
   const clients = options.clients ?? 4;
   const now = options.now ?? (() => performance.now());
-  const history = new History({ now });
+  const history = new History({
+    now,
+    ...(options.onChange === undefined ? {} : { onChange: options.onChange }),
+  });
   const seeds = mulberry32((options.seed ?? 1) + 7919 * (options.processIndex ?? 0));
   const base = contextBase(store, history, options);
   const started = performance.now();
@@ -259,11 +283,16 @@ export async function checkVerify(
     : reports.some((r) => r.verdict === 'unknown')
       ? 'unknown'
       : 'pass';
+  const faults: Record<string, number> = {};
+  for (const o of all) {
+    if (o.process === NEMESIS && o.status === 'ok') faults[o.kind] = (faults[o.kind] ?? 0) + 1;
+  }
   return {
     verdict,
     seed: options.seed ?? 1,
     clients: options.clients ?? 4,
-    ops: countOps(all),
+    ops: countOps(all.filter((o) => o.process !== NEMESIS)),
+    faults,
     workloads: reports,
     runMs,
     checkMs: performance.now() - checkStarted,

@@ -50,6 +50,8 @@ export interface WorkloadContext {
   readonly now: () => number;
   /** A value no other client of the run writes (unique across processes too). */
   readonly unique: () => number;
+  /** Told when a mutex holder enters its critical section and when its lock call returned. */
+  readonly onSection?: (inside: boolean) => void;
 }
 
 /** One workload: set up its documents, run one client's next operation, check the history. */
@@ -279,11 +281,14 @@ const mutex: Workload = {
     const id = ctx.history.invoke(client, 'lock:m0', 'lock');
     const stall = ctx.random() < 0.15;
     let detail: { fence: number; enter: number; exit: number } | undefined;
+    let inside = false;
     try {
       await L.lock(
         'm0',
         async (d, lock) => {
           const enter = ctx.now();
+          if (!inside) ctx.onSection?.(true);
+          inside = true;
           await sleep(stall ? ctx.leaseMs * 2 : ctx.random() * 3);
           d.log.push(lock.fence);
           detail = { fence: lock.fence, enter, exit: ctx.now() };
@@ -295,6 +300,8 @@ const mutex: Workload = {
       const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       if (classifyError(err) === 'fail') ctx.history.fail(id, message, detail);
       else ctx.history.info(id, message, detail);
+    } finally {
+      if (inside) ctx.onSection?.(false);
     }
   },
   async check(ctx, ops) {

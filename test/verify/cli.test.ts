@@ -1,7 +1,8 @@
 /**
  * `lab verify`, spawned as a user runs it (`tsx src/lab/cli.ts verify ...`): a clean run exits 0
  * with a PASS line, each planted bug exits 1 and prints its anomalies, `--json` is one object,
- * the refusals (admin faults, faults on memory, a backend bug on a server) exit 2 with one line,
+ * the refusals (admin faults on a server the run did not start, faults on memory, a backend bug
+ * on a server) exit 2 with one line,
  * and a run across processes on a throwaway Redis merges their histories: clean it passes, with
  * the read-then-write increment in every process it fails.
  */
@@ -55,10 +56,10 @@ describe('lab verify', () => {
   });
 
   it.each([
-    [['--faults', 'admin'], /--i-own-this-server/],
-    [['--faults', 'admin', '--i-own-this-server'], /not implemented/],
+    [['--backend', 'redis://127.0.0.1:6379', '--faults', 'admin'], /--i-own-this-server/],
+    [['--backend', 'memory', '--faults', 'admin'], /needs a server backend/],
     [['--faults', 'client'], /needs a server backend/],
-    [['--backend', 'redis://127.0.0.1:6379', '--plant', 'fail-but-landed'], /memory backend only/],
+    [['--backend', 'redis://127.0.0.1:6379', '--plant', 'fail-but-landed'], /memory backend or a throwaway server/],
     [['--processes', '2'], /needs a server backend/],
     [['--seconds', '0'], /--seconds must be/],
   ])('%j is refused with one line, exit 2', async (args, message) => {

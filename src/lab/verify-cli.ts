@@ -433,7 +433,7 @@ async function verifyOne(
     fail(errorMessage(err), 3);
   }
   const base = server ? `${throwaway} (throwaway server ${server.url})` : backend.label;
-  const label = `${base}${proxy ? " (through this run's proxy)" : ''}${opts.plant && backendBug ? ` (planted: ${opts.plant})` : ''}`;
+  const label = `${base}${proxy ? " (through this run's proxy)" : ''}${opts.plant ? ` (planted: ${opts.plant})` : ''}`;
   if (!opts.json) {
     process.stderr.write(
       `lab verify: ${label}, ${processes > 1 ? `${processes} processes x ` : ''}${opts.clients} clients per workload, ${opts.seconds} s, faults ${opts.faults}\n`,

@@ -1,6 +1,6 @@
 /**
- * The nemesis schedule of `lab verify --faults admin`: every 0.3-1.5 s one fault, drawn from
- * what the run has — the server's (`CLIENT KILL` of the run's connections, `CLIENT PAUSE`,
+ * The nemesis schedule of `lab verify --faults admin`: every 0.3-1.5 s one fault, each kind
+ * once per round in a random order, from what the run has — the server's (`CLIENT KILL` of the run's connections, `CLIENT PAUSE`,
  * `pg_terminate_backend` of its sessions) and, with worker processes, the process faults
  * (`worker-stop`: SIGSTOP then SIGCONT; `worker-kill`: SIGKILL and a replacement for the rest
  * of the run; `holder-stop` / `holder-kill`: the same to a worker while one of its mutex
@@ -73,10 +73,13 @@ export async function runNemesis(plan: NemesisPlan): Promise<void> {
   ];
   if (kinds.length === 0) return;
   const replacements: Promise<void>[] = [];
+  let round: typeof kinds = [];
   while (!plan.signal.aborted) {
     await sleep(300 + plan.random() * 1200, plan.signal);
     if (plan.signal.aborted) break;
-    const kind = kinds[Math.floor(plan.random() * kinds.length)] as (typeof kinds)[number];
+    // Every kind once per round, in a random order: a short run still sees each of them.
+    if (round.length === 0) round = shuffle(kinds, plan.random);
+    const kind = round.pop() as (typeof kinds)[number];
     if (kind === 'client-kill' || kind === 'client-pause' || kind === 'terminate-backend') {
       const server = plan.server as ServerNemesis;
       const id = plan.history.invoke(NEMESIS, 'server', kind);
@@ -126,6 +129,15 @@ export async function runNemesis(plan: NemesisPlan): Promise<void> {
     }
   }
   await Promise.all(replacements);
+}
+
+function shuffle<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
 }
 
 function pickRunning(pool: WorkerPool, random: () => number): VerifyWorker | undefined {

@@ -24,6 +24,7 @@
  * npm run lab -- verify --plant commit-ignores-fence   # must exit 1
  * ```
  */
+import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Backend } from '../index.js';
 import {
@@ -69,6 +70,7 @@ interface VerifyCliOptions {
   seed?: number;
   json: boolean;
   iOwnThisServer: boolean;
+  history?: string;
 }
 
 function integer(name: string, min: number, max: number) {
@@ -120,6 +122,10 @@ function program(): Command {
     )
     .option('--seed <n>', 'workload seed (default: random, printed)', integer('--seed', 0, 2 ** 31))
     .option('--json', 'print one JSON object on stdout', false)
+    .option(
+      '--history <file>',
+      "write the whole history (the nemesis's faults included) to <file>, one operation per JSON line (with several backends, one file each: <file>.redis, <file>.postgres)",
+    )
     .option('--i-own-this-server', 'allow --faults admin on a server this run did not start', false)
     .exitOverride()
     .configureOutput({
@@ -344,7 +350,9 @@ export async function verifyMain(argv: readonly string[]): Promise<number> {
   const specs =
     opts.faults === 'admin' && !backendGiven ? ['redis', 'postgres'] : [opts.backend.trim()];
   const codes: number[] = [];
-  for (const spec of specs) codes.push(await verifyOne(spec, opts, processesGiven));
+  for (const spec of specs) {
+    codes.push(await verifyOne(spec, opts, processesGiven, specs.length));
+  }
   return worst(codes);
 }
 
@@ -352,6 +360,7 @@ async function verifyOne(
   given: string,
   opts: VerifyCliOptions,
   processesGiven: boolean,
+  specsCount: number,
 ): Promise<number> {
   const isMemory = /^memory(:(\/\/)?)?$/.test(given);
   const throwaway = THROWAWAY.exec(given)?.[1] as 'redis' | 'postgres' | undefined;
@@ -472,6 +481,10 @@ async function verifyOne(
     await server?.stop();
   }
   const { report, faults, misses } = result;
+  if (opts.history !== undefined) {
+    const file = specsCount > 1 ? `${opts.history}.${throwaway ?? 'run'}` : opts.history;
+    writeFileSync(file, report.history.map((o) => `${JSON.stringify(o)}\n`).join(''));
+  }
   if (opts.json) {
     const { history: _h, ...rest } = report;
     process.stdout.write(

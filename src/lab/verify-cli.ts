@@ -56,7 +56,7 @@ import {
 } from '../verify/index.js';
 import { type LabBackend, LabError, newRunId, openBackend } from './backends.js';
 import { errorMessage } from './util.js';
-import { runNemesis } from './verify-nemesis.js';
+import { adminFaultKinds, runNemesis } from './verify-nemesis.js';
 import { sharedClock } from './verify-worker.js';
 import { WorkerPool } from './verify-workers.js';
 
@@ -71,6 +71,8 @@ interface VerifyCliOptions {
   json: boolean;
   iOwnThisServer: boolean;
   history?: string;
+  faultInterval: number;
+  faultKinds?: Array<(typeof adminFaultKinds)[number]>;
 }
 
 function integer(name: string, min: number, max: number) {
@@ -121,6 +123,26 @@ function program(): Command {
       ).choices([...plantedBugs]),
     )
     .option('--seed <n>', 'workload seed (default: random, printed)', integer('--seed', 0, 2 ** 31))
+    .option(
+      '--fault-kinds <list>',
+      `with --faults admin, only these (comma-separated): ${adminFaultKinds.join(', ')}`,
+      (value: string) => {
+        const list = value.split(',').map((k) => k.trim());
+        const bad = list.filter((k) => !(adminFaultKinds as readonly string[]).includes(k));
+        if (bad.length > 0 || list.length === 0) {
+          throw new InvalidArgumentError(
+            `unknown fault kind ${bad.join(', ')}: choose from ${adminFaultKinds.join(', ')}`,
+          );
+        }
+        return list;
+      },
+    )
+    .option(
+      '--fault-interval <ms>',
+      'with --faults admin, the mean time between faults (each wait is a third to five thirds of it)',
+      integer('--fault-interval', 20, 60_000),
+      900,
+    )
     .option('--json', 'print one JSON object on stdout', false)
     .option(
       '--history <file>',
@@ -222,6 +244,8 @@ interface RunPlan {
   readonly proxy?: FaultProxy;
   readonly server?: ServerNemesis;
   readonly admin: boolean;
+  readonly faultKinds?: ReadonlyArray<(typeof adminFaultKinds)[number]>;
+  readonly faultIntervalMs: number;
 }
 
 /**
@@ -274,6 +298,8 @@ async function runAcross(plan: RunPlan, options: VerifyOptions): Promise<RunResu
         history: nemesisHistory,
         random: Math.random,
         signal: stopFaults.signal,
+        ...(plan.faultKinds ? { only: plan.faultKinds } : {}),
+        intervalMs: plan.faultIntervalMs,
       });
     }
     const own = await runClients(backend.store, {
@@ -389,6 +415,9 @@ async function verifyOne(
       2,
     );
   }
+  if (opts.faultKinds !== undefined && opts.faults !== 'admin') {
+    fail('--fault-kinds chooses among the admin faults: give --faults admin too', 2);
+  }
   if (opts.faults === 'client' && isMemory) {
     fail(
       '--faults client needs a server backend (redis://... or postgres://..., or redis / postgres for a throwaway server): memory has no connections',
@@ -400,6 +429,10 @@ async function verifyOne(
     opts.faults === 'admin' && !processesGiven ? Math.max(3, opts.processes) : opts.processes;
   if (processes > 1 && isMemory) {
     fail('--processes needs a server backend: the memory backend lives in one process', 2);
+  }
+  const processFaults = opts.faultKinds?.filter((k) => /^(worker|holder)-/.test(k)) ?? [];
+  if (processFaults.length > 0 && processes < 2) {
+    fail(`${processFaults.join(', ')} need worker processes: give --processes 2 or more`, 2);
   }
   const backendBug = opts.plant !== undefined && opts.plant !== 'read-then-write-increment';
   if (backendBug && !isMemory && throwaway === undefined && given !== 'sqlite') {
@@ -467,6 +500,8 @@ async function verifyOne(
         runId,
         processes,
         admin: opts.faults === 'admin',
+        ...(opts.faultKinds ? { faultKinds: opts.faultKinds } : {}),
+        faultIntervalMs: opts.faultInterval,
         ...(backendBug && opts.plant ? { plant: opts.plant } : {}),
         ...(proxy ? { proxy } : {}),
         ...(nemesis ? { server: nemesis } : {}),

@@ -1,5 +1,5 @@
 /**
- * The nemesis schedule of `lab verify --faults admin`: every 0.3-1.5 s one fault, each kind
+ * The nemesis schedule of `lab verify --faults admin`: every 0.3-1.5 s (by default) one fault, each kind
  * once per round in a random order, from what the run has — the server's (`CLIENT KILL` of the run's connections, `CLIENT PAUSE`,
  * `pg_terminate_backend` of its sessions) and, with worker processes, the process faults
  * (`worker-stop`: SIGSTOP then SIGCONT; `worker-kill`: SIGKILL and a replacement for the rest
@@ -18,6 +18,17 @@ import type { VerifyWorker, WorkerPool } from './verify-workers.js';
 
 /** The process faults. */
 export type ProcessFaultKind = 'worker-stop' | 'worker-kill' | 'holder-stop' | 'holder-kill';
+
+/** Every kind of admin fault, for `--fault-kinds` and help texts. */
+export const adminFaultKinds: ReadonlyArray<ServerFaultKind | ProcessFaultKind> = [
+  'client-kill',
+  'client-pause',
+  'terminate-backend',
+  'worker-stop',
+  'worker-kill',
+  'holder-stop',
+  'holder-kill',
+];
 
 const PROCESS_FAULTS: readonly ProcessFaultKind[] = [
   'worker-stop',
@@ -38,6 +49,10 @@ export interface NemesisPlan {
   readonly history: History;
   readonly random: () => number;
   readonly signal: AbortSignal;
+  /** Mean time between faults, ms (each wait is drawn from a third of it to five thirds). */
+  readonly intervalMs?: number;
+  /** Only these kinds (default every kind the server and the processes allow). */
+  readonly only?: ReadonlyArray<ServerFaultKind | ProcessFaultKind>;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -70,12 +85,13 @@ export async function runNemesis(plan: NemesisPlan): Promise<void> {
   const kinds: Array<ServerFaultKind | ProcessFaultKind> = [
     ...(plan.server?.kinds ?? []),
     ...(plan.pool ? PROCESS_FAULTS : []),
-  ];
+  ].filter((k) => plan.only === undefined || plan.only.includes(k));
   if (kinds.length === 0) return;
   const replacements: Promise<void>[] = [];
   let round: typeof kinds = [];
   while (!plan.signal.aborted) {
-    await sleep(300 + plan.random() * 1200, plan.signal);
+    const mean = plan.intervalMs ?? 900;
+    await sleep(mean * (1 / 3 + (4 / 3) * plan.random()), plan.signal);
     if (plan.signal.aborted) break;
     // Every kind once per round, in a random order: a short run still sees each of them.
     if (round.length === 0) round = shuffle(kinds, plan.random);

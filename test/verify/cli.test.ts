@@ -59,8 +59,26 @@ describe('lab verify', () => {
     [['--backend', 'redis://127.0.0.1:6379', '--faults', 'admin'], /--i-own-this-server/],
     [['--backend', 'memory', '--faults', 'admin'], /needs a server backend/],
     [['--faults', 'client'], /needs a server backend/],
-    [['--backend', 'redis://127.0.0.1:6379', '--plant', 'fail-but-landed'], /memory backend or a throwaway server/],
+    [
+      ['--backend', 'redis://127.0.0.1:6379', '--plant', 'fail-but-landed'],
+      /memory backend or a throwaway server/,
+    ],
     [['--processes', '2'], /needs a server backend/],
+    [['--fault-kinds', 'client-kill'], /give --faults admin too/],
+    [['--faults', 'admin', '--fault-kinds', 'client-nap'], /unknown fault kind client-nap/],
+    [
+      [
+        '--backend',
+        'redis',
+        '--faults',
+        'admin',
+        '--processes',
+        '1',
+        '--fault-kinds',
+        'worker-kill',
+      ],
+      /worker-kill need worker processes/,
+    ],
     [['--seconds', '0'], /--seconds must be/],
   ])('%j is refused with one line, exit 2', async (args, message) => {
     const r = await lab(args);

@@ -79,6 +79,13 @@ export function postgres(
   });
   // An idle client's connection error must not crash the process; the next checkout reconnects.
   pool.on('error', () => {});
+  // Nor one that arrives as the client is handed over: pg-pool takes its idle listener off as it
+  // hands a new client out, in the parse of the ReadyForQuery that completed the connect, and a
+  // FATAL read in the same chunk (pg_terminate_backend of a session just started, a failover) is
+  // emitted right there, before whoever asked for the client could listen: an unhandled 'error'
+  // event. A listener for the client's whole life; the Conn that takes it still learns of the
+  // death from its own listener or its next query.
+  pool.on('connect', (client) => client.on('error', () => {}));
   return new PostgresBackend(pool, true, settings);
 }
 

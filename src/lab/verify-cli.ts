@@ -104,7 +104,7 @@ function program(): Command {
     )
     .option(
       '--processes <n>',
-      "processes running clients (server backends); each worker's clock offset is measured by IPC round trips and its operations widened by the uncertainty",
+      "processes running clients (server backends; 3 by default with --faults admin); each worker's clock offset is measured by IPC round trips and its operations widened by the uncertainty",
       integer('--processes', 1, 16),
       1,
     )
@@ -143,7 +143,7 @@ function program(): Command {
       integer('--fault-interval', 20, 60_000),
       900,
     )
-    .option('--json', 'print one JSON object on stdout', false)
+    .option('--json', 'print one JSON object on stdout (one line per backend run)', false)
     .option(
       '--history <file>',
       "write the whole history (the nemesis's faults included) to <file>, one operation per JSON line (with several backends, one file each: <file>.redis, <file>.postgres)",

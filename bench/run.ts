@@ -5,7 +5,7 @@
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 if (suites.length === 0) {
   console.error(
-    'usage: npm run bench -- <suite...>   (suites: sync, store, redis, postgres, sqlite, named-locks-redis, named-locks-postgres, ...)',
+    'usage: npm run bench -- <suite...>   (suites: sync, store, redis, postgres, sqlite, named-locks-redis, named-locks-postgres, rate-limits, ...)',
   );
   process.exit(2);
 }

@@ -178,8 +178,22 @@ export interface CheckIssue {
 /** One document's part of an atomic batch. */
 export type DocWrite =
   | PatchWrite
-  | { readonly kind: 'create'; readonly model: string; readonly key: string; readonly data: Data }
-  | { readonly kind: 'put'; readonly model: string; readonly key: string; readonly data: Data }
+  | {
+      readonly kind: 'create';
+      readonly model: string;
+      readonly key: string;
+      readonly data: Data;
+      /** The document expires this long after the write (see "Expiring documents" below). */
+      readonly ttlMs?: number;
+    }
+  | {
+      readonly kind: 'put';
+      readonly model: string;
+      readonly key: string;
+      readonly data: Data;
+      /** The document expires this long after the write (see "Expiring documents" below). */
+      readonly ttlMs?: number;
+    }
   | {
       readonly kind: 'delete';
       readonly model: string;
@@ -207,6 +221,8 @@ export interface PatchWrite {
   readonly fieldsUnchangedSince?: number;
   /** Schema validation of the post-image; see {@link PostCheck}. A missing document is refused with reason `missing`. */
   readonly check?: PostCheck;
+  /** When applied: the document now expires this long after the write (see "Expiring documents" below). */
+  readonly ttlMs?: number;
 }
 
 /** Why a batch was refused. Exactly one reason, for the first write (in batch order) that failed. */
@@ -613,4 +629,103 @@ export interface Backend {
   readonly queues?: QueueBackend;
   /** Release every resource the backend opened (never a client or pool the user passed in). */
   close(): Promise<void>;
+}
+
+// ================================================================ Rate limits and expiring documents
+/*
+ * ## Expiring documents
+ * A `create` or `put` with `ttlMs` makes the document expire `ttlMs` after the write, on the
+ * SERVER's clock (memory: this process's monotonic clock). A `create`/`put` without `ttlMs` makes
+ * it permanent; a patch without `ttlMs` keeps the expiry it had, a patch with `ttlMs` (when the
+ * batch applies, and even with no ops) moves it to `ttlMs` after the write. Once expired, the
+ * document is gone for every path at once: `read` answers undefined, a patch is refused with
+ * `missing`, a `create` succeeds (a new incarnation, version 1), `delete` reports it did not exist,
+ * a lease reads it as missing. A lazy check is fine where the server has no TTL, as long as no
+ * path can see an expired document; its storage is reclaimed (Redis PEXPIRE; PostgreSQL an
+ * expiry column and a bounded sweep; memory a sweep timer that stops when nothing expires).
+ *
+ * ## Rate limits
+ * A consumption asks, for one key of one named limiter, whether `cost` units may pass now. State
+ * lives per (name, algorithm, key) on the backend and is evaluated on the SERVER's clock (Redis
+ * TIME, PostgreSQL clock_timestamp(), memory: this process's monotonic clock), never the
+ * client's. Taken after the key's state is locked, and never earlier than the key's latest
+ * entry. At that instant `now`:
+ * - `sliding-window` (exact): entries (t, cost); `used` = the sum of the costs of the entries
+ *   with t > now - windowMs; `avail` = limit - used. At most `limit` entries per key are kept
+ *   (every cost is >= 1), and the key's state is gone once now >= latest t + windowMs.
+ *   No interval of `windowMs` ever holds more than `limit` admitted units.
+ * - `token-bucket`: `tokens` (a real number, capacity `limit`, refilled at limit/windowMs per ms,
+ *   a missing key is full); `avail` = tokens after the refill. The state is gone once full again.
+ * A consumption is allowed when cost <= avail. `remaining` = avail - cost when it is recorded
+ * (allowed, `record`, and the call's writes applied), else avail, rounded down. `retryAfterMs`: 0
+ * when allowed, else the ms (rounded up) until `cost` would be allowed with no other consumer.
+ * `resetMs`: the ms (rounded up) until the key is back to `limit` available (0: it is).
+ * Bad input (limit or windowMs not a positive integer, cost not an integer in [1, limit], a
+ * (name, algorithm, key) twice in one call) is refused by the boundary.
+ */
+
+/** How a limiter counts: exact sliding window, or token bucket. */
+export type RateLimitAlgorithm = 'sliding-window' | 'token-bucket';
+
+/** Names one rate-limit key: a limiter's name (model-name rules), algorithm, and key. */
+export interface LimitRef {
+  readonly name: string;
+  readonly algorithm: RateLimitAlgorithm;
+  /** Any non-empty string. */
+  readonly key: string;
+}
+
+/** One rate-limit consumption (see "Rate limits" above). */
+export interface Consumption extends LimitRef {
+  /** Units per window (sliding window) or bucket capacity (token bucket); an integer >= 1. */
+  readonly limit: number;
+  /** The window (sliding window), or the time to refill `limit` tokens (token bucket); integer ms >= 1. */
+  readonly windowMs: number;
+  /** Units this call takes; an integer in [1, limit]. */
+  readonly cost: number;
+  /** False: evaluate only (peek), never record. */
+  readonly record: boolean;
+}
+
+/** What a consumption saw (see "Rate limits" above). */
+export interface Admission {
+  readonly allowed: boolean;
+  readonly remaining: number;
+  readonly retryAfterMs: number;
+  readonly resetMs: number;
+}
+
+/** The outcome of {@link Backend.consume}. */
+export interface ConsumeResult {
+  /** Per consumption, in order. */
+  readonly admissions: readonly Admission[];
+  /**
+   * The batch's outcome; undefined when a recording consumption was not allowed (then nothing
+   * was written and nothing recorded). `applied: false` means nothing was recorded either.
+   */
+  readonly write?: WriteResult;
+}
+
+/**
+ * What a backend implements for rate limits and expiring documents (declaration merging keeps
+ * this section in one place; these are members of {@link Backend}). Memory, Redis and PostgreSQL
+ * implement both; a backend without `consume` (SQLite, for now) has neither: the boundary
+ * answers `consume`/`resetLimit` with BackendError, and the backend refuses writes with `ttlMs`.
+ */
+export interface Backend {
+  /**
+   * ONE atomic step: evaluate every consumption at one server instant; if every recording one is
+   * allowed, run `writes` exactly as {@link Backend.write} would (waiting for default-action
+   * exclusive leases on their documents, bounded by `options`), and record the consumptions only
+   * if the writes applied (an empty batch applies). Admission and writes happen both or neither.
+   * A lost reply that may hide a recorded consumption or an applied write is BackendError with
+   * `outcomeUnknown` (never retried by the backend: a retry could take units twice).
+   */
+  consume?(
+    consumptions: readonly Consumption[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<ConsumeResult>;
+  /** Forgets one key's state (it is full again). Resolves when done. */
+  resetLimit?(ref: LimitRef): Promise<void>;
 }

@@ -28,12 +28,15 @@ import type {
   BackendCapabilities,
   ClaimedJob,
   ClaimRequest,
+  ConsumeResult,
+  Consumption,
   DocRef,
   DocWrite,
   EnqueueRequest,
   EnqueueResult,
   Lease,
   LeaseRequest,
+  LimitRef,
   PermitKind,
   PermitLease,
   PermitRequest,
@@ -47,10 +50,12 @@ import type {
 import {
   checkClaim,
   checkClaimRef,
+  checkConsumptions,
   checkEnqueue,
   checkJobRef,
   checkJobStep,
   checkLeaseRequest,
+  checkLimitRef,
   checkPermitName,
   checkPermitRequest,
   checkRefs,
@@ -133,6 +138,50 @@ export class Bounded implements Backend {
     if (tracked === undefined) return p;
     const t = tracked;
     return p.finally(() => t.abandoned());
+  }
+
+  /**
+   * Rate-limit consumptions with a batch (see `Backend.consume`): the consumptions and the batch
+   * are checked like a write's, and the batch's waits are tracked like a plain write's.
+   */
+  consume(
+    consumptions: readonly Consumption[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<ConsumeResult> {
+    let tracked: TrackedLease | undefined;
+    try {
+      checkConsumptions(consumptions);
+      checkWrites(writes, 'consume');
+      checkWriteOptions(options);
+      options?.signal?.throwIfAborted();
+      if (writes.length > 0 && this.#track && anyTracked()) tracked = this.#trackWrite(writes);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    let p: Promise<ConsumeResult>;
+    try {
+      if (this.inner.consume === undefined) throw noRateLimits(this.name, 'consume');
+      p = this.inner.consume(consumptions, writes, options);
+    } catch (err) {
+      tracked?.abandoned();
+      return Promise.reject(err);
+    }
+    if (tracked === undefined) return p;
+    const t = tracked;
+    return p.finally(() => t.abandoned());
+  }
+
+  resetLimit(ref: LimitRef): Promise<void> {
+    try {
+      checkLimitRef(ref, 'resetLimit');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.inner.resetLimit === undefined) {
+      return Promise.reject(noRateLimits(this.name, 'resetLimit'));
+    }
+    return this.inner.resetLimit(ref);
   }
 
   /** A plain write waits for in-process holders of its documents' default-action locks. */
@@ -583,4 +632,11 @@ export class BoundQueues implements QueueBackend {
       () => this.#inner.retryFailed(queue, id),
     );
   }
+}
+
+/** A backend without rate limits (see "Rate limits and expiring documents" in backend.ts). */
+function noRateLimits(name: string, method: string): BackendError {
+  return new BackendError(
+    `the ${name} backend does not implement rate limits (${method}): use the memory, Redis or PostgreSQL backend for store.rateLimiter`,
+  );
 }

@@ -21,11 +21,13 @@
 import { ValidationError } from '../errors.js';
 import {
   type ClaimRequest,
+  type Consumption,
   type DocRef,
   type DocWrite,
   type EnqueueRequest,
   type Guard,
   type LeaseRequest,
+  type LimitRef,
   type Op,
   type PermitKind,
   type PermitRequest,
@@ -318,11 +320,13 @@ function checkWrite(w: DocWrite, where: string): void {
       if (w.check !== undefined && typeof w.check !== 'function') {
         throw bad(where, 'check must be a function');
       }
+      if (w.ttlMs !== undefined) checkTtl(where, w.ttlMs);
       break;
     }
     case 'create':
     case 'put':
       checkData(where, w.data);
+      if (w.ttlMs !== undefined) checkTtl(where, w.ttlMs);
       break;
     case 'delete':
       if (w.expectVersion !== undefined) safeInt(where, 'expectVersion', w.expectVersion);
@@ -645,5 +649,122 @@ export function checkJobStep(where: string, ms: unknown, error?: unknown, positi
   else nonNegative(where, 'delayMs', ms);
   if (error !== undefined && (typeof error !== 'string' || error.length > MAX_JOB_ERROR)) {
     throw bad(where, `error must be a string of at most ${MAX_JOB_ERROR} characters`);
+  }
+}
+
+// ------------------------------------------------------- rate limits and expiring documents
+
+/** The longest TTL and window accepted: about 285 years (beyond it, ms stop being exact in a double). */
+export const MAX_MS = 2 ** 53 / 1000;
+
+/** A document's `ttlMs`: a whole number of milliseconds >= 1 (0 or less would be a TTL in the past). */
+function checkTtl(where: string, t: unknown): void {
+  if (!(typeof t === 'number' && Number.isInteger(t) && t >= 1 && t <= MAX_MS)) {
+    throw bad(
+      where,
+      `ttlMs must be a whole number of milliseconds >= 1 (the document expires that long after the write; leave it out for no expiry), got ${String(t)}`,
+    );
+  }
+}
+
+/**
+ * Checks a rate-limit key: a limiter name (model-name rules), an algorithm, a key.
+ *
+ * @example
+ * ```ts
+ * checkLimitRef({ name: 'api', algorithm: 'sliding-window', key: 'user:ann' });
+ * ```
+ */
+export function checkLimitRef(r: LimitRef, where = 'rate limit'): void {
+  if (typeof r !== 'object' || r === null) throw bad(where, 'expected { name, algorithm, key }');
+  checkName(r.name, r.key);
+  if (r.algorithm !== 'sliding-window' && r.algorithm !== 'token-bucket') {
+    throw bad(
+      where,
+      `algorithm must be 'sliding-window' or 'token-bucket', got ${JSON.stringify(r.algorithm) ?? 'undefined'}`,
+    );
+  }
+}
+
+/**
+ * Checks a limiter's `limit` and `windowMs` (positive whole numbers).
+ *
+ * @example
+ * ```ts
+ * checkLimits('rateLimiter api', 100, 60_000);
+ * ```
+ */
+export function checkLimits(where: string, limit: unknown, windowMs: unknown): void {
+  if (!(typeof limit === 'number' && Number.isInteger(limit) && limit >= 1 && limit <= 2 ** 31)) {
+    throw bad(where, `limit must be a whole number of units >= 1, got ${String(limit)}`);
+  }
+  if (
+    !(
+      typeof windowMs === 'number' &&
+      Number.isInteger(windowMs) &&
+      windowMs >= 1 &&
+      windowMs <= MAX_MS
+    )
+  ) {
+    throw bad(
+      where,
+      `windowMs must be a whole number of milliseconds >= 1, got ${String(windowMs)}`,
+    );
+  }
+}
+
+/**
+ * Checks a cost against its limiter: a whole number in [1, limit]. A cost above the limit could
+ * never be admitted, so it is refused here instead of being refused forever.
+ *
+ * @example
+ * ```ts
+ * checkCost('api.consume', 2, 100);
+ * ```
+ */
+export function checkCost(where: string, cost: unknown, limit: number): void {
+  if (!(typeof cost === 'number' && Number.isInteger(cost) && cost >= 1)) {
+    throw bad(where, `cost must be a whole number of units >= 1, got ${String(cost)}`);
+  }
+  if (cost > limit) {
+    throw bad(
+      where,
+      `cost ${cost} is above the limit ${limit}: it could never be admitted; raise the limit or split the call`,
+    );
+  }
+}
+
+/**
+ * Checks the consumptions of one {@link Backend.consume} call: each well-formed, and one
+ * (name, algorithm, key) at most once.
+ *
+ * @example
+ * ```ts
+ * checkConsumptions([{ name: 'api', algorithm: 'token-bucket', key: 'ann', limit: 10, windowMs: 1000, cost: 1, record: true }]);
+ * ```
+ */
+export function checkConsumptions(cs: readonly Consumption[], what = 'consume'): void {
+  if (!Array.isArray(cs)) throw bad(what, 'consumptions must be an array');
+  for (let i = 0; i < cs.length; i++) {
+    const c = cs[i] as Consumption;
+    try {
+      checkLimitRef(c, what);
+      checkLimits(what, c.limit, c.windowMs);
+      checkCost(what, c.cost, c.limit);
+      if (typeof c.record !== 'boolean') throw bad(what, 'record must be a boolean');
+    } catch (err) {
+      // The index goes into the message only when there is one to show.
+      throw err instanceof ValidationError ? new ValidationError(`${what} #${i}`, err.issues) : err;
+    }
+    const where = what;
+    for (let j = 0; j < i; j++) {
+      const d = cs[j] as Consumption;
+      if (d.name === c.name && d.algorithm === c.algorithm && d.key === c.key) {
+        throw bad(
+          where,
+          `rate limit ${c.name} ${JSON.stringify(c.key)} appears twice in one batch; give one consumeOp with the total cost`,
+        );
+      }
+    }
   }
 }

@@ -1,10 +1,13 @@
 export type {
+  Admission,
   Backend,
   BackendCapabilities,
   CheckIssue,
   ClaimedJob,
   ClaimRequest,
   CmpOp,
+  ConsumeResult,
+  Consumption,
   Data,
   DocRef,
   DocWrite,
@@ -17,6 +20,7 @@ export type {
   Json,
   Lease,
   LeaseRequest,
+  LimitRef,
   Op,
   PatchWrite,
   PermitKind,
@@ -25,6 +29,7 @@ export type {
   PostCheck,
   QueueBackend,
   QueueStats,
+  RateLimitAlgorithm,
   RefusalReason,
   StoredDoc,
   StoredJob,
@@ -46,7 +51,9 @@ export {
   Model,
   type ModelLockOptions,
   type OpBatch,
+  type PutOptions,
   type UpdateOptions,
+  type WholeOpOptions,
   type WriteCallOptions,
 } from './model.js';
 export { DistributedMutex } from './mutex.js';
@@ -79,6 +86,13 @@ export {
   Queue,
   type QueueOptions,
 } from './queue.js';
+export {
+  type ConsumeOptions,
+  RateLimiter,
+  type RateLimiterOptions,
+  type RateLimitRefusedEvent,
+  type RateLimitResult,
+} from './rate-limiter.js';
 export { DistributedRWLock } from './rwlock.js';
 export type { InferInput, InferOutput, StandardResult, StandardSchemaV1 } from './schema.js';
 export {

@@ -14,6 +14,8 @@ import { runAsTask } from '../sync/deadlock.js';
 import { isThenable } from '../sync/permit.js';
 import type {
   Backend,
+  Consumption,
+  Data,
   DocWrite,
   EnqueueRequest,
   Op,
@@ -75,6 +77,21 @@ export interface WriteCallOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link Model.create} and {@link Model.put}: a lock holder's wait, and a TTL. */
+export interface PutOptions extends WriteCallOptions {
+  /**
+   * The document expires this many milliseconds after the write, on the server's clock: from
+   * then on every read, write and lock sees it missing. Default: it never expires.
+   */
+  ttlMs?: number;
+}
+
+/** Options of {@link Model.createOp} and {@link Model.putOp}. */
+export interface WholeOpOptions {
+  /** The document expires this many milliseconds after the batch applies (server clock). */
+  ttlMs?: number;
+}
+
 /** Options of {@link Model.update}. */
 export interface UpdateOptions {
   /** How many times to retry after a conflict (default 10); then ConflictError. */
@@ -93,6 +110,8 @@ export interface ApplyOptions<T> {
   timeoutMs?: number;
   /** Abort waiting for a `lock()` holder: rejects with `signal.reason`, nothing written. */
   signal?: AbortSignal;
+  /** When applied, the document now expires this many milliseconds later (server clock). */
+  ttlMs?: number;
 }
 
 /** The outcome of {@link Model.apply}. */
@@ -112,8 +131,10 @@ export interface ApplyResult<T> {
  * queue's `enqueueOp`).
  */
 export interface OpBatch {
-  /** @internal the backend write this batch stands for (document parts). */
+  /** @internal the backend write this batch stands for (absent for a consumption). */
   readonly write?: DocWrite;
+  /** @internal a rate-limit consumption (`RateLimiter.consumeOp`) instead of a write. */
+  readonly consume?: Consumption;
   /** @internal the write once an asynchronous schema validated its data (createOp/putOp). */
   readonly pending?: Promise<DocWrite>;
   /** @internal the job this part enqueues (`enqueueOp`), or its validation in flight. */
@@ -263,10 +284,15 @@ export class Model<T, In = T> {
    * const doc = await Account.create('ann', { balance: 100 }); // doc.version === 1
    * ```
    */
-  async create(key: string, data: In, options?: WriteCallOptions): Promise<Doc<T>> {
+  async create(key: string, data: In, options?: PutOptions): Promise<Doc<T>> {
     checkKey(key);
     const parsed = await parseDoc(this.#schema, this.#what(key), data);
-    const writes = [{ kind: 'create', model: this.name, key, data: parsed }] as const;
+    const ttlMs = options?.ttlMs;
+    const writes: readonly DocWrite[] = [
+      ttlMs === undefined
+        ? { kind: 'create', model: this.name, key, data: parsed }
+        : { kind: 'create', model: this.name, key, data: parsed, ttlMs },
+    ];
     const r = await this.#write(writes, options);
     if (!r.applied) throw refusalError(r, writes);
     return this.#doc(r.docs[0] as StoredDoc);
@@ -308,10 +334,15 @@ export class Model<T, In = T> {
    * await Account.put('ann', { balance: 0 });
    * ```
    */
-  async put(key: string, data: In, options?: WriteCallOptions): Promise<Doc<T>> {
+  async put(key: string, data: In, options?: PutOptions): Promise<Doc<T>> {
     checkKey(key);
     const parsed = await parseDoc(this.#schema, this.#what(key), data);
-    const writes = [{ kind: 'put', model: this.name, key, data: parsed }] as const;
+    const ttlMs = options?.ttlMs;
+    const writes: readonly DocWrite[] = [
+      ttlMs === undefined
+        ? { kind: 'put', model: this.name, key, data: parsed }
+        : { kind: 'put', model: this.name, key, data: parsed, ttlMs },
+    ];
     const r = await this.#write(writes, options);
     if (!r.applied) throw refusalError(r, writes);
     return this.#doc(r.docs[0] as StoredDoc);
@@ -566,7 +597,8 @@ export class Model<T, In = T> {
     // Not `async`: one `then` on the backend's (usually already settled) promise is cheaper than
     // suspending and resuming an async function; a synchronous throw still becomes a rejection.
     try {
-      const write = this.#patch(key, build, options.when);
+      const patch = this.#patch(key, build, options.when);
+      const write = options.ttlMs === undefined ? patch : { ...patch, ttlMs: options.ttlMs };
       const ignoreIfDeleted = options.ignoreIfDeleted;
       return this.#write([write], options).then((r) => this.#applied(r, write, ignoreIfDeleted));
     } catch (err) {
@@ -625,8 +657,8 @@ export class Model<T, In = T> {
    * ]);
    * ```
    */
-  createOp(key: string, data: In): OpBatch {
-    return this.#wholeOp('create', key, data);
+  createOp(key: string, data: In, options?: WholeOpOptions): OpBatch {
+    return this.#wholeOp('create', key, data, options?.ttlMs);
   }
 
   /**
@@ -637,8 +669,8 @@ export class Model<T, In = T> {
    * await store.apply([Profile.putOp('ann', { name: 'Ann' }), Audit.ops('log', (l) => l.n.incr())]);
    * ```
    */
-  putOp(key: string, data: In): OpBatch {
-    return this.#wholeOp('put', key, data);
+  putOp(key: string, data: In, options?: WholeOpOptions): OpBatch {
+    return this.#wholeOp('put', key, data, options?.ttlMs);
   }
 
   /**
@@ -655,11 +687,15 @@ export class Model<T, In = T> {
     return { write: { kind: 'delete', model: this.name, key } };
   }
 
-  #wholeOp(kind: 'create' | 'put', key: string, data: In): OpBatch {
+  #wholeOp(kind: 'create' | 'put', key: string, data: In, ttlMs: number | undefined): OpBatch {
     checkKey(key);
     const p = parseDocNow(this.#schema, this.#what(key), data);
-    if (!(p instanceof Promise)) return { write: { kind, model: this.name, key, data: p } };
-    const pending = p.then((d): DocWrite => ({ kind, model: this.name, key, data: d }));
+    const whole = (d: Data): DocWrite =>
+      ttlMs === undefined
+        ? { kind, model: this.name, key, data: d }
+        : { kind, model: this.name, key, data: d, ttlMs };
+    if (!(p instanceof Promise)) return { write: whole(p) };
+    const pending = p.then(whole);
     // The batch may never reach store.apply: its rejection is reported there, not as unhandled.
     pending.catch(() => {});
     return { write: { kind, model: this.name, key, data: {} }, pending };

@@ -2,13 +2,21 @@
  * The Store: one backend, many models, and atomic batches across them.
  */
 import { BackendError, ValidationError } from '../errors.js';
-import type { Backend, DocWrite, EnqueueRequest } from './backend.js';
+import type {
+  Admission,
+  Backend,
+  Consumption,
+  DocWrite,
+  EnqueueRequest,
+  WriteResult,
+} from './backend.js';
 import { type Bounded, bounded } from './boundary.js';
 import { checkModelName } from './keys.js';
 import { Model, type OpBatch, refusalError, writeOptions } from './model.js';
 import { DistributedMutex } from './mutex.js';
 import type { NamedLockOptions } from './permit-pool.js';
 import { Queue, type QueueOptions } from './queue.js';
+import { RateLimiter, type RateLimiterOptions } from './rate-limiter.js';
 import { DistributedRWLock } from './rwlock.js';
 import type { InferInput, InferOutput, StandardSchemaV1 } from './schema.js';
 import { DistributedSemaphore, type SemaphoreOptions } from './semaphore.js';
@@ -41,6 +49,17 @@ export interface Store {
    * ```
    */
   apply(batches: readonly OpBatch[], options?: StoreApplyOptions): Promise<StoreApplyResult>;
+  /**
+   * A named rate limiter on the backend's clock (shared by every process using the name):
+   * `consume`, `peek`, `reset`, and `consumeOp` for `store.apply`.
+   *
+   * @example
+   * ```ts
+   * const api = store.rateLimiter('api', { limit: 100, windowMs: 60_000 });
+   * const { allowed } = await api.consume('user:ann');
+   * ```
+   */
+  rateLimiter(name: string, options: RateLimiterOptions): RateLimiter;
   /**
    * A named mutex shared by every client of this backend (across processes on Redis and
    * PostgreSQL): FIFO, leased, fenced; see {@link DistributedMutex}. Its namespace is its own
@@ -104,6 +123,8 @@ export interface StoreApplyResult {
   readonly applied: boolean;
   /** When a guard refused: which part of the batch (`index`) and which of its guards (`guard`). */
   readonly refusedBy?: { readonly index: number; readonly guard: number };
+  /** When a `consumeOp` part was not admitted: which part, and when it would be. */
+  readonly limitedBy?: { readonly index: number; readonly retryAfterMs: number };
 }
 
 class StoreImpl implements Store {
@@ -176,7 +197,20 @@ class StoreImpl implements Store {
       );
     }
     if (batches.length === 0) return Promise.resolve({ applied: true });
-    if (batches.some((b) => b?.job !== undefined)) return this.#applyWithJobs(batches, options);
+    const jobs = batches.some((b) => b?.job !== undefined);
+    const limits = batches.some((b) => b?.consume !== undefined);
+    if (jobs && limits) {
+      return Promise.reject(
+        new ValidationError('store.apply', [
+          {
+            message:
+              'one batch cannot hold both consumeOp and enqueue parts yet; apply them in two batches',
+          },
+        ]),
+      );
+    }
+    if (jobs) return this.#applyWithJobs(batches, options);
+    if (limits) return this.#consume(batches, options);
     if (batches.some((b) => b?.pending !== undefined)) {
       return Promise.all(batches.map((b) => b.pending ?? b.write)).then((ws) =>
         this.#apply(ws as DocWrite[], options),
@@ -231,6 +265,48 @@ class StoreImpl implements Store {
         throw refusalError(r, writes);
       },
     );
+  }
+
+  async #consume(
+    batches: readonly OpBatch[],
+    options: StoreApplyOptions,
+  ): Promise<StoreApplyResult> {
+    const consumptions: Consumption[] = [];
+    const consumedAt: number[] = [];
+    const writes: DocWrite[] = [];
+    const writtenAt: number[] = [];
+    for (let i = 0; i < batches.length; i++) {
+      const b = batches[i] as OpBatch;
+      if (b?.consume !== undefined) {
+        consumptions.push(b.consume);
+        consumedAt.push(i);
+      } else {
+        writes.push(b?.pending !== undefined ? await b.pending : (b?.write as DocWrite));
+        writtenAt.push(i);
+      }
+    }
+    const o = writeOptions(options);
+    const r = await bounded(this.backend).consume(consumptions, writes, o);
+    const w: WriteResult | undefined = r.write;
+    if (w === undefined) {
+      const i = r.admissions.findIndex((a, j) => !a.allowed && consumptions[j]?.record);
+      const a = r.admissions[i] as Admission;
+      return {
+        applied: false,
+        limitedBy: { index: consumedAt[i] as number, retryAfterMs: a.retryAfterMs },
+      };
+    }
+    if (w.applied) return { applied: true };
+    if (w.reason === 'guard') {
+      return w.guard === undefined
+        ? { applied: false }
+        : { applied: false, refusedBy: { index: writtenAt[w.index] as number, guard: w.guard } };
+    }
+    throw refusalError(w, writes);
+  }
+
+  rateLimiter(name: string, options: RateLimiterOptions): RateLimiter {
+    return new RateLimiter(bounded(this.backend), name, options);
   }
 
   close(): Promise<void> {

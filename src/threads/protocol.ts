@@ -176,6 +176,8 @@ export const BACKEND_METHODS = [
   'acquire',
   'acquirePermit',
   'permitsHeld',
+  'consume',
+  'resetLimit',
 ] as const;
 
 /** The kind of a handle (see {@link BackendHandle}). */

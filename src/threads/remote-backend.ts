@@ -24,10 +24,13 @@ import { BackendError, LeaseLostError } from '../errors.js';
 import type {
   Backend,
   BackendCapabilities,
+  ConsumeResult,
+  Consumption,
   DocRef,
   DocWrite,
   Lease,
   LeaseRequest,
+  LimitRef,
   PermitKind,
   PermitLease,
   PermitRequest,
@@ -130,6 +133,21 @@ class ClientConnection {
     const p = this.call(target, method, args, true, '', predictions) as Promise<WriteResult>;
     p.then(
       (r) => this.predictor.settled(writes, seq, r),
+      () => this.predictor.settled(writes, seq, undefined),
+    );
+    return p;
+  }
+
+  /**
+   * Rate-limit consumptions with a batch (`Backend.consume`): the batch's checks predicted and
+   * the cache of known documents updated by the answer, as {@link callWrite} does.
+   */
+  callConsume(args: unknown[], writes: readonly DocWrite[]): Promise<ConsumeResult> {
+    const seq = this.#nextWrite++;
+    const predictions = this.predictor.predict(writes, seq);
+    const p = this.call(0, 'consume', args, true, '', predictions) as Promise<ConsumeResult>;
+    p.then(
+      (r) => this.predictor.settled(writes, seq, r.write),
       () => this.predictor.settled(writes, seq, undefined),
     );
     return p;
@@ -544,6 +562,23 @@ export class RemoteBackend implements Backend {
       );
     const wait = waitForWrites(this.namespace, request.model, request.keys, request.signal);
     return wait === undefined ? send() : wait.then(send);
+  }
+
+  /** Rate-limit consumptions (and a batch) on the served backend, in one of its atomic steps. */
+  consume(
+    consumptions: readonly Consumption[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<ConsumeResult> {
+    const args = options === undefined ? [consumptions, writes] : [consumptions, writes, options];
+    const p = this.#conn.callConsume(args, writes);
+    if (writes.length > 0) trackWrites(this.namespace, writes, p);
+    return p;
+  }
+
+  /** Forgets one rate-limit key on the served backend. */
+  resetLimit(ref: LimitRef): Promise<void> {
+    return this.#conn.call(0, 'resetLimit', [ref], true) as Promise<void>;
   }
 
   /** Named-lock permits (only where the served backend has them; see `handle.methods`). */

@@ -56,6 +56,8 @@ export function ignoreFences(inner: Backend): Backend {
     supports: inner.supports,
     read: (refs) => inner.read(refs),
     write: (writes, options) => inner.write(writes, options),
+    consume: inner.consume?.bind(inner),
+    resetLimit: inner.resetLimit?.bind(inner),
     acquire: async (request: LeaseRequest) => {
       const lease = await inner.acquire(request);
       return lease && wrap(lease);
@@ -89,6 +91,8 @@ export function reportLandedAsFailed(
       if (!r.applied || writes.some((w) => w.kind !== 'patch') || random() >= rate) return r;
       return { applied: false, reason: 'guard', index: 0, guard: 0 };
     },
+    consume: inner.consume?.bind(inner),
+    resetLimit: inner.resetLimit?.bind(inner),
     acquire: (request) => inner.acquire(request),
     close: () => inner.close(),
   };

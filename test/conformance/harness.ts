@@ -15,6 +15,17 @@ export interface ConformanceTarget {
   /** Drop everything this target created (keys, schema). */
   cleanup(): Promise<void>;
   /**
+   * Rate-limit state the data space holds right now for limiter `name` (keys, rows): the
+   * idle-cleanup test waits for it to reach 0 once every window has passed.
+   */
+  limitState?(name: string): Promise<number>;
+  /**
+   * How a child process opens a backend on the same data space (a module of the checkout, the
+   * factory it exports, the factory's options), for the skewed-clock test; undefined when another
+   * process cannot share the data space (memory: the test then skews this process's clock).
+   */
+  child?: { readonly module: string; readonly factory: string; readonly options: object };
+  /**
    * What named locks (mutex, rwlock, semaphore) of `name` leave stored right now — keys, rows,
    * in-memory pools, timers — as readable strings; [] when nothing. The suite checks it is []
    * once every named lock of `name` was released or timed out (an expiring fence counter is

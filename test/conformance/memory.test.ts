@@ -16,6 +16,7 @@ conformance('memory', async () => {
   return {
     open: async () => b,
     cleanup: async () => {},
+    limitState: async (name) => b.limitKeys(name),
     // Pools are dropped when idle; the counts are the backend's (one suite file at a time).
     namedLockResidue: async () => {
       const { permitPools, permitLeases, timers } = b.stats();
@@ -27,6 +28,30 @@ conformance('memory', async () => {
 });
 
 describe('memory: nothing leaks', () => {
+  it('rate-limit keys, expiring documents and their sweep timer are all gone once idle', async () => {
+    const b = memory();
+    const store = createStore(b);
+    const M = store.model('ttl', z.object({ n: z.number() }));
+    const sw = store.rateLimiter('sw', { limit: 5, windowMs: 100 });
+    const tb = store.rateLimiter('tb', { limit: 5, windowMs: 100, algorithm: 'token-bucket' });
+    for (let i = 0; i < 50; i++) {
+      await sw.consume(`k${i}`);
+      await tb.consume(`k${i}`, { cost: 5 });
+      await M.put(`d${i}`, { n: i }, { ttlMs: 100 });
+    }
+    await store.apply([sw.consumeOp('op'), M.createOp('op', { n: 0 }, { ttlMs: 100 })]);
+    await M.put('stays', { n: 1 });
+    expect(b.stats()).toMatchObject({ limitKeys: 101, expiring: 51, documents: 52 });
+    expect(b.stats().sweeps).toBeGreaterThan(0);
+    const idle = () => {
+      const s = b.stats();
+      return s.limitKeys === 0 && s.expiring === 0 && s.sweeps === 0 && s.documents === 1;
+    };
+    for (let i = 0; i < 1000 && !idle(); i++) await sleep(10);
+    expect(b.stats()).toMatchObject({ limitKeys: 0, expiring: 0, sweeps: 0, documents: 1 });
+    await store.close();
+  });
+
   it('leases, locks, timers and reservations return to zero when idle', async () => {
     const b = memory();
     const store = createStore(b);

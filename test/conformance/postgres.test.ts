@@ -11,6 +11,7 @@
  * DeadlockError at once; cycles through other
  * processes end at `timeoutMs`.
  */
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { type PostgresBackend, postgres } from '../../src/backends/postgres/index.js';
 import { databaseUrl } from '../support/env.js';
@@ -52,6 +53,24 @@ conformance('postgres', async () => {
         if (listeners !== 0) left.push(`backend ${i}: ${listeners} listening connections`);
       });
       return left;
+    },
+    limitState: async (name) => {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        const r = await c.query(
+          `SELECT (SELECT count(*) FROM "${schema}"."lockstep$limits" WHERE name = $1) + (SELECT count(*) FROM "${schema}"."lockstep$limit_entries" e JOIN "${schema}"."lockstep$limits" l ON l.id = e.limit_id WHERE l.name = $1) AS n`,
+          [name],
+        );
+        return Number(r.rows[0].n);
+      } finally {
+        await c.end();
+      }
+    },
+    child: {
+      module: fileURLToPath(new URL('../../src/backends/postgres/index.ts', import.meta.url)),
+      factory: 'postgres',
+      options: { url, schema, poolSize: 2 },
     },
     cleanup: async () => {
       for (const b of opened) await b.close();

@@ -9,10 +9,12 @@
  * `supports.inProcessDeadlocks`), so those cycles
  * end in DeadlockError at once; cycles through other processes end at `timeoutMs`.
  */
+
+import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { type RedisBackendOptions, redis } from '../../src/backends/redis/index.js';
 import { KeyLayout } from '../../src/backends/redis/keys.js';
-import { dropPrefix } from '../backends/redis/drop-prefix.js';
+import { dropPrefix, scanKeys } from '../backends/redis/drop-prefix.js';
 import { redisUrl } from '../support/env.js';
 import type { Backend } from './api.js';
 import { conformance } from './suite.js';
@@ -54,6 +56,24 @@ export function redisConformance(name: string, options: RedisBackendOptions): vo
         } finally {
           await admin.quit();
         }
+      },
+      limitState: async (name) => {
+        const admin = new Redis(url);
+        try {
+          // A limit key is "<prefix>:{rl:<sw|tb>:<name>:<key>}..." (see KeyLayout.limit).
+          const keys = (await scanKeys(admin, new KeyLayout(prefix).pattern)).filter((k) =>
+            new RegExp(`\\{rl:(sw|tb):${name}:`).test(k),
+          );
+          // EXISTS expires a key whose time has come (SCAN may still list it).
+          return keys.length === 0 ? 0 : await admin.exists(...keys);
+        } finally {
+          await admin.quit();
+        }
+      },
+      child: {
+        module: fileURLToPath(new URL('../../src/backends/redis/index.ts', import.meta.url)),
+        factory: 'redis',
+        options: { ...options, url, prefix },
       },
     };
   });

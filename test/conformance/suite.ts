@@ -53,6 +53,7 @@ import { batchesSection } from './sections/batches.js';
 import { boundarySection } from './sections/boundary.js';
 import { contractSection } from './sections/contract.js';
 import { dataSection } from './sections/data.js';
+import { expiringSection } from './sections/expiring.js';
 import { inputSection } from './sections/input.js';
 import { lockContextSection } from './sections/lock-context.js';
 import { locksSection } from './sections/locks.js';
@@ -60,6 +61,7 @@ import { modelSection } from './sections/model.js';
 import { namedLocksSection } from './sections/named-locks.js';
 import { queuesSection } from './sections/queues.js';
 import { racesSection } from './sections/races.js';
+import { rateLimitsSection } from './sections/rate-limits.js';
 import { refusalsSection } from './sections/refusals.js';
 
 export type { ConformanceTarget } from './harness.js';
@@ -130,6 +132,8 @@ export function conformance(name: string, makeTarget: () => Promise<ConformanceT
     batchesSection(ctx);
     refusalsSection(ctx);
     boundarySection(ctx);
+    rateLimitsSection(ctx);
+    expiringSection(ctx);
     namedLocksSection(ctx);
     queuesSection(ctx);
 

@@ -14,6 +14,7 @@ conformance('threads (memory served by a worker)', async () => {
     cleanup: async () => {
       await owner.worker.terminate();
     },
+    limitState: (name) => owner.limitKeys(name),
     // The owner's memory backend counts (pools are dropped when idle).
     namedLockResidue: async () => {
       const { permitPools, permitLeases, timers } = await owner.stats();

@@ -8,7 +8,12 @@ import { memory } from '../../src/backends/memory/index.js';
 import { serveBackend } from '../../src/threads/index.js';
 
 /** What the main thread asks the owner. */
-export type OwnerRequest = { id: number; ask: 'handle' | 'stats' | 'connections' };
+export type OwnerRequest = {
+  id: number;
+  ask: 'handle' | 'stats' | 'connections' | 'limitKeys';
+  /** For `limitKeys`: the limiter's name. */
+  name?: string;
+};
 
 const backend = memory();
 const server = serveBackend(backend);
@@ -20,6 +25,8 @@ port.on('message', (m: OwnerRequest) => {
     port.postMessage({ id: m.id, value: handle }, [handle.port]);
   } else if (m.ask === 'stats') {
     port.postMessage({ id: m.id, value: backend.stats() });
+  } else if (m.ask === 'limitKeys') {
+    port.postMessage({ id: m.id, value: backend.limitKeys(m.name ?? '') });
   } else {
     port.postMessage({ id: m.id, value: server.connections });
   }

@@ -14,16 +14,18 @@ export interface Owner {
   handle(): Promise<BackendHandle>;
   stats(): Promise<MemoryStats>;
   connections(): Promise<number>;
+  /** Rate-limit keys of limiter `name` holding state in the owner's backend. */
+  limitKeys(name: string): Promise<number>;
 }
 
 /** Starts a worker that owns a memory backend and serves it. */
 export async function startOwner(): Promise<Owner> {
   const worker = await startWorker('./backend-owner.ts', undefined);
   let next = 0;
-  const ask = async <T>(what: OwnerRequest['ask']): Promise<T> => {
+  const ask = async <T>(what: OwnerRequest['ask'], name?: string): Promise<T> => {
     const id = ++next;
     const reply = message<{ id: number; value: T }>(worker, (m) => m.id === id);
-    worker.postMessage({ id, ask: what } satisfies OwnerRequest);
+    worker.postMessage({ id, ask: what, name } satisfies OwnerRequest);
     return (await reply).value;
   };
   return {
@@ -31,5 +33,6 @@ export async function startOwner(): Promise<Owner> {
     handle: () => ask<BackendHandle>('handle'),
     stats: () => ask<MemoryStats>('stats'),
     connections: () => ask<number>('connections'),
+    limitKeys: (name) => ask<number>('limitKeys', name),
   };
 }

@@ -69,6 +69,8 @@ describe('an operation that never returns', () => {
       supports: inner.supports,
       read: (refs) => inner.read(refs),
       acquire: (r) => inner.acquire(r),
+      consume: (cs, writes, o) => inner.consume(cs, writes, o),
+      resetLimit: (ref) => inner.resetLimit(ref),
       close: () => inner.close(),
       write: async (writes, o) => {
         const r = await inner.write(writes, o);

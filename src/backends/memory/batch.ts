@@ -27,6 +27,7 @@ import {
   recordPatches,
   snapshot,
 } from './documents.js';
+import { now } from './expiry.js';
 
 /** A refused write result. */
 export type Refusal = Extract<WriteResult, { applied: false }>;
@@ -36,7 +37,10 @@ export type Issues = readonly CheckIssue[] | undefined;
 /** One document touched by a batch: what was read, and its state as the batch goes. */
 interface Slot {
   readonly table: Map<string, Entry>;
+  readonly model: string;
   readonly key: string;
+  /** When the document expires after the batch (undefined: never). */
+  expiresAt: number | undefined;
   readonly base: Entry | undefined;
   readonly baseVersion: number;
   exists: boolean;
@@ -106,11 +110,13 @@ function patchedIn(patches: Slot['patches'], field: string): number | undefined 
 
 function slotOf(docs: Documents, model: string, key: string): Slot {
   const table = docs.table(model);
-  const base = table.get(key);
+  const base = docs.live(table, key);
   return base
     ? {
         table,
+        model,
         key,
+        expiresAt: base.expiresAt,
         base,
         baseVersion: base.version,
         exists: true,
@@ -123,7 +129,9 @@ function slotOf(docs: Documents, model: string, key: string): Slot {
       }
     : {
         table,
+        model,
         key,
+        expiresAt: undefined,
         base,
         baseVersion: 0,
         exists: false,
@@ -211,6 +219,7 @@ function applyWrite(
         s.incarnation = docs.newIncarnation();
       }
       s.data = data;
+      s.expiresAt = w.ttlMs === undefined ? undefined : now() + w.ttlMs;
       s.replacedAt = s.version;
       s.replaced = true;
       s.patches = undefined;
@@ -236,6 +245,7 @@ function applyWrite(
       }
       s.exists = false;
       s.version = 0;
+      s.expiresAt = undefined;
       s.data = {};
       s.patches = undefined;
       plan.docs[i] = undefined;
@@ -276,6 +286,7 @@ function applyWrite(
         const c = conflict(w, s, since, ctx);
         if (c) return refuse(i, 'conflict', `${docName(w.model, w.key)}: ${c}`);
       }
+      if (w.ttlMs !== undefined) s.expiresAt = now() + w.ttlMs;
       if (w.ops.length === 0) {
         // No ops: nothing is written (no version bump, no post-check); the guards decided.
         plan.results[i] = [];
@@ -340,21 +351,29 @@ function conflict(
 /** True when every document the plan read is still exactly as it was read. */
 export function unchanged(plan: Plan): boolean {
   for (const s of plan.slots) {
-    const now = s.table.get(s.key);
-    if (now !== s.base || (now !== undefined && now.version !== s.baseVersion)) return false;
+    const e = s.table.get(s.key);
+    if (e !== s.base || (e !== undefined && e.version !== s.baseVersion)) return false;
+    if (e?.expiresAt !== undefined && e.expiresAt <= now()) return false;
   }
   return true;
 }
 
 /** Makes an evaluated plan visible, all at once (synchronously). */
-export function install(plan: Plan): void {
+export function install(plan: Plan, docs?: Documents): void {
   for (const s of plan.slots) {
     const base = s.base;
     if (!s.exists) {
-      if (base) s.table.delete(s.key);
+      if (base) {
+        s.table.delete(s.key);
+        if (base.expiresAt !== undefined) docs?.expiring(s.model, s.key, undefined);
+      }
       continue;
     }
+    if (s.expiresAt !== undefined || base?.expiresAt !== undefined) {
+      docs?.expiring(s.model, s.key, s.expiresAt);
+    }
     if (base && base.incarnation === s.incarnation) {
+      base.expiresAt = s.expiresAt;
       base.version = s.version;
       base.data = s.data;
       base.replacedAt = s.replacedAt;
@@ -372,6 +391,7 @@ export function install(plan: Plan): void {
         lastField: undefined,
         lastAt: 0,
         incarnation: s.incarnation,
+        expiresAt: s.expiresAt,
       };
       if (s.patches) recordPatches(entry, s.patches);
       s.table.set(s.key, entry);

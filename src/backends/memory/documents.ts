@@ -11,6 +11,7 @@
 import { copyJson, NotJsonError } from '../../store/apply-ops.js';
 import type { Data, Op, StoredDoc } from '../../store/backend.js';
 import { cloneJson } from '../../store/json.js';
+import { now, Sweeper } from './expiry.js';
 
 /** One stored document. `data` is never mutated in place: every write installs a new image. */
 export interface Entry {
@@ -29,6 +30,8 @@ export interface Entry {
   lastAt: number;
   /** Unique per creation, never reused: a key deleted and created again is another document. */
   readonly incarnation: string;
+  /** When the document expires (see `expiry.ts`'s clock); undefined: never. */
+  expiresAt?: number | undefined;
 }
 
 /**
@@ -119,6 +122,41 @@ export class Documents {
   #incarnations = 0;
   /** Prefix of this backend's incarnations, so that they are never reused by another instance. */
   readonly #instance = `${Date.now().toString(36)}.${Math.random().toString(36).slice(2, 8)}.`;
+  /** Expiring documents by `model NUL key`: the sweeper reclaims them once expired. */
+  readonly #expiring = new Sweeper<string>((id) => {
+    const at = id.indexOf('\u0000');
+    const table = this.#tables.get(id.slice(0, at));
+    if (table) this.live(table, id.slice(at + 1));
+  });
+
+  /**
+   * The entry of `key` in `table` unless it expired: an expired entry is removed (a lazy check:
+   * no path sees an expired document, whether or not the sweeper reclaimed it yet).
+   */
+  live(table: Map<string, Entry>, key: string): Entry | undefined {
+    const e = table.get(key);
+    if (e === undefined || e.expiresAt === undefined || e.expiresAt > now()) return e;
+    table.delete(key);
+    return undefined;
+  }
+
+  /** The entry of (model, key) was installed with this expiry (undefined: none). */
+  expiring(model: string, key: string, at: number | undefined): void {
+    const id = `${model}\u0000${key}`;
+    if (at === undefined) {
+      if (this.#expiring.size > 0) this.#expiring.delete(id);
+    } else this.#expiring.set(id, at);
+  }
+
+  /** Documents waiting to expire, and sweep timers running. */
+  expiryStats(): { expiring: number; timers: number } {
+    return { expiring: this.#expiring.size, timers: this.#expiring.timers };
+  }
+
+  /** Stops the sweeper (the backend closed). */
+  close(): void {
+    this.#expiring.close();
+  }
 
   /** The table of `model`, created on first use. */
   table(model: string): Map<string, Entry> {
@@ -129,7 +167,8 @@ export class Documents {
 
   /** The stored entry of (model, key), if any (creates no table). */
   get(model: string, key: string): Entry | undefined {
-    return this.#tables.get(model)?.get(key);
+    const t = this.#tables.get(model);
+    return t && this.live(t, key);
   }
 
   /** The table of `model` if it exists (creates none). */

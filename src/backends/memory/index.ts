@@ -23,10 +23,13 @@
  */
 import type {
   Backend,
+  ConsumeResult,
+  Consumption,
   DocRef,
   DocWrite,
   Lease,
   LeaseRequest,
+  LimitRef,
   PermitKind,
   PermitLease,
   PermitRequest,
@@ -37,13 +40,18 @@ import type {
 import type { Plan } from './batch.js';
 import { closedError } from './closed.js';
 import { Documents, snapshot } from './documents.js';
+import { now } from './expiry.js';
 import { Leases } from './leases.js';
 import { Permits } from './permits.js';
 import { MemoryQueues } from './queues.js';
+import { RateLimits } from './rate-limits.js';
 import type { MemoryStats } from './stats.js';
-import { Writer } from './writer.js';
+import { type Admit, LIMITED, Writer } from './writer.js';
 
 export type { MemoryStats } from './stats.js';
+
+/** The outcome of an empty batch. */
+const NO_WRITES: WriteResult = { applied: true, docs: [], results: [] };
 
 /**
  * The memory backend. Made by {@link memory}; implements the `Backend` contract of
@@ -69,6 +77,7 @@ export class MemoryBackend implements Backend {
   readonly #docs = new Documents();
   readonly #writer: Writer;
   readonly #leases: Leases;
+  readonly #limits = new RateLimits();
   readonly #permits: Permits;
   /** Job queues (see `queues.ts`). */
   readonly queues: MemoryQueues;
@@ -92,8 +101,13 @@ export class MemoryBackend implements Backend {
    */
   stats(): MemoryStats {
     const { leases, locks, timers } = this.#leases.stats();
+    const limits = this.#limits.stats();
+    const expiry = this.#docs.expiryStats();
     const permits = this.#permits.stats();
     return {
+      limitKeys: limits.keys,
+      expiring: expiry.expiring,
+      sweeps: limits.timers + expiry.timers,
       documents: this.#docs.count(),
       leases,
       locks,
@@ -104,6 +118,18 @@ export class MemoryBackend implements Backend {
       gated: this.#leases.gate.size,
       ...queueStats(this.queues.stats()),
     };
+  }
+
+  /**
+   * Rate-limit keys of limiter `name` that hold state (0 once its windows have passed).
+   *
+   * @example
+   * ```ts
+   * expect(backend.limitKeys('api')).toBe(0);
+   * ```
+   */
+  limitKeys(name: string): number {
+    return this.#limits.keysOf(name);
   }
 
   /**
@@ -157,11 +183,12 @@ export class MemoryBackend implements Backend {
     writes: readonly DocWrite[],
     options: WriteOptions | undefined,
     first: Plan | undefined,
+    admit?: Admit,
   ): Promise<WriteResult> {
     // A write that gives up waiting never awaits its checks: they must not go unhandled.
     for (const p of first?.pending ?? []) p.promise.catch(() => {});
     return this.#leases.gate.pass(writes, options, () =>
-      this.#writer.run(writes, undefined, first),
+      this.#writer.run(writes, undefined, first, admit),
     );
   }
 
@@ -171,6 +198,72 @@ export class MemoryBackend implements Backend {
     options: WriteOptions | undefined,
   ): Promise<WriteResult> {
     return this.#leases.gate.pass(writes, options, () => this.#writer.write(writes));
+  }
+
+  /**
+   * Rate-limit consumptions and a batch in one synchronous step (see `Backend.consume`): the
+   * consumptions are evaluated right before the batch would install, on this process's monotonic
+   * clock, and recorded with it; a refused consumption installs nothing.
+   *
+   * @example
+   * ```ts
+   * const { admissions, write } = await backend.consume(
+   *   [{ name: 'signup', algorithm: 'sliding-window', key: 'ip:1', limit: 5, windowMs: 60_000, cost: 1, record: true }],
+   *   [{ kind: 'create', model: 'account', key: 'ann', data: {} }],
+   * );
+   * ```
+   */
+  consume(
+    consumptions: readonly Consumption[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<ConsumeResult> {
+    try {
+      if (this.#closed) throw closedError();
+      if (writes.length === 0 && consumptions.length === 1) {
+        // The common call (RateLimiter.consume / peek): nothing to make atomic with it.
+        const c = consumptions[0] as Consumption;
+        const a = this.#limits.consumeOne(c, now());
+        return Promise.resolve(
+          a.allowed || !c.record ? { admissions: [a], write: NO_WRITES } : { admissions: [a] },
+        );
+      }
+      let admissions: ConsumeResult['admissions'] = [];
+      const admit = (): boolean => {
+        const ev = this.#limits.evaluate(consumptions, now());
+        admissions = ev.admissions;
+        if (ev.ok) ev.record();
+        return ev.ok;
+      };
+      if (writes.length === 0) {
+        const ok = admit();
+        return Promise.resolve(
+          ok ? { admissions, write: { applied: true, docs: [], results: [] } } : { admissions },
+        );
+      }
+      // As `write` does, with the consumptions evaluated and recorded right before the install.
+      const p = this.#leases.gate.mustWait(writes)
+        ? this.#leases.gate.pass(writes, options, () =>
+            this.#writer.write(writes, undefined, admit),
+          )
+        : this.#writer.write(writes, (first) => this.#gated(writes, options, first, admit), admit);
+      return p.then((write) => (write === LIMITED ? { admissions } : { admissions, write }));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Forgets one rate-limit key (its full limit is available again).
+   *
+   * @example
+   * ```ts
+   * await backend.resetLimit({ name: 'api', algorithm: 'sliding-window', key: 'ann' });
+   * ```
+   */
+  async resetLimit(ref: LimitRef): Promise<void> {
+    if (this.#closed) throw closedError();
+    this.#limits.reset(ref);
   }
 
   /**
@@ -228,6 +321,8 @@ export class MemoryBackend implements Backend {
     if (this.#closed) return;
     this.#closed = true;
     this.#leases.expireAll('the backend was closed');
+    this.#limits.close();
+    this.#docs.close();
     this.#permits.expireAll('the backend was closed');
     this.queues.closeAll();
   }

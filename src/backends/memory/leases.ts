@@ -116,7 +116,7 @@ export class Leases {
     const incarnations: Array<string | undefined> = new Array(keys.length);
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i] as string;
-      const e = table?.get(k);
+      const e = table && this.#docs.live(table, k);
       docs[i] = e ? snapshot(k, e.version, e.data, e.incarnation) : undefined;
       incarnations[i] = e?.incarnation;
     }

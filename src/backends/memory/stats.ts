@@ -41,4 +41,10 @@ export interface MemoryStats {
   readonly claimers: number;
   /** Queue timers running (only while claimers wait for a delay or an expiry). */
   readonly queueTimers: number;
+  /** Rate-limit keys with state (0 once every window has passed / every bucket is full). */
+  readonly limitKeys: number;
+  /** Documents written with a TTL and not yet reclaimed. */
+  readonly expiring: number;
+  /** Sweep timers running (rate limits and expiring documents; 0 when nothing can expire). */
+  readonly sweeps: number;
 }

@@ -17,6 +17,21 @@ import { closedError } from './closed.js';
 import type { Documents } from './documents.js';
 
 /**
+ * Run in the same synchronous step as a batch's install, just before it: true lets the batch
+ * install (and has recorded what goes with it, e.g. rate-limit consumptions), false refuses it
+ * with {@link LIMITED} (nothing installed).
+ */
+export type Admit = () => boolean;
+
+/** The refusal a batch gets when its {@link Admit} said no (identified by identity). */
+export const LIMITED: Extract<WriteResult, { applied: false }> = {
+  applied: false,
+  reason: 'guard',
+  index: -1,
+  detail: 'a rate limit refused the batch',
+};
+
+/**
  * Applies batches to {@link Documents}, synchronously when it can, and holds the reservations of
  * writes whose async post-check is being re-run.
  *
@@ -45,33 +60,39 @@ export class Writer {
    * A plain write (the batch is already validated). When it cannot settle in one synchronous
    * step (an async post-check, or a reservation pending), `slow` runs the rest: the backend
    * passes the write gate there, so that no exclusive lease is granted on its documents between
-   * the evaluation and the install.
+   * the evaluation and the install. `admit` runs right before the install (see {@link Admit}).
    */
   write(
     writes: readonly DocWrite[],
-    slow: (first: Plan | undefined) => Promise<WriteResult> = (first) =>
-      this.run(writes, undefined, first),
+    slow?: (first: Plan | undefined) => Promise<WriteResult>,
+    admit?: Admit,
   ): Promise<WriteResult> {
+    const rest = slow ?? ((first: Plan | undefined) => this.run(writes, undefined, first, admit));
     // The common case settles synchronously: no reservation pending, no async post-check.
     if (this.#reserved.size === 0) {
-      const out = this.attempt(writes, undefined);
-      return 'slots' in out ? slow(out) : Promise.resolve(out);
+      const out = this.attempt(writes, undefined, admit);
+      return 'slots' in out ? rest(out) : Promise.resolve(out);
     }
-    return slow(undefined);
+    return rest(undefined);
   }
 
   /**
    * One synchronous attempt: the final result, or the plan when some post-check is async.
    * Throws BackendError when closed, or whatever a post-check throws (nothing installed).
    */
-  attempt(writes: readonly DocWrite[], ctx: CommitContext | undefined): WriteResult | Plan {
+  attempt(
+    writes: readonly DocWrite[],
+    ctx: CommitContext | undefined,
+    admit?: Admit,
+  ): WriteResult | Plan {
     if (this.#closed()) throw closedError();
     const pre = ctx?.precondition();
     if (pre) return pre;
     const plan = evaluate(this.#docs, writes, ctx);
     if (plan.pending !== undefined) return plan;
     if (plan.refusal) return plan.refusal;
-    install(plan);
+    if (admit !== undefined && !admit()) return LIMITED;
+    install(plan, this.#docs);
     ctx?.installed?.();
     return { applied: true, docs: plan.docs, results: plan.results };
   }
@@ -92,6 +113,7 @@ export class Writer {
     writes: readonly DocWrite[],
     ctx: CommitContext | undefined,
     first: Plan | undefined,
+    admit?: Admit,
   ): Promise<WriteResult> {
     let mine: { ids: string[]; done: () => void } | undefined;
     let reserve = false;
@@ -108,7 +130,7 @@ export class Writer {
             }
             if (reserve) mine = this.#reserve(ids);
           }
-          const out = this.attempt(writes, ctx);
+          const out = this.attempt(writes, ctx, admit);
           if (!('slots' in out)) return out;
           plan = out;
         }
@@ -133,7 +155,8 @@ export class Writer {
         const pre = ctx?.precondition();
         if (pre) return pre;
         if (unchanged(plan)) {
-          install(plan);
+          if (admit !== undefined && !admit()) return LIMITED;
+          install(plan, this.#docs);
           ctx?.installed?.();
           return { applied: true, docs: plan.docs, results: plan.results };
         }

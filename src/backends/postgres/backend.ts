@@ -82,10 +82,13 @@ import type { Pool } from 'pg';
 import type {
   Backend,
   BackendCapabilities,
+  ConsumeResult,
+  Consumption,
   DocRef,
   DocWrite,
   Lease,
   LeaseRequest,
+  LimitRef,
   PermitKind,
   PermitLease,
   PermitRequest,
@@ -95,12 +98,14 @@ import type {
 } from '../../store/backend.js';
 import { Combiner } from './combine.js';
 import { PgContext } from './context.js';
+import { ExpirySweep, ttlOf } from './expiry.js';
 import { Leases } from './leases.js';
 import { migrate } from './migrations.js';
 import type { BackendSettings } from './options.js';
 import { Permits } from './permits.js';
 import { trackWrites } from './program-order.js';
 import { PgQueues } from './queues.js';
+import { consume, LIMITS, resetLimit } from './rate-limits.js';
 import { read } from './reading.js';
 import { docId } from './rows.js';
 import { write } from './write.js';
@@ -129,6 +134,7 @@ export class PostgresBackend implements Backend {
   readonly schema: string;
   readonly #ctx: PgContext;
   readonly #combiner: Combiner;
+  readonly #sweep: ExpirySweep;
   readonly #leases: Leases;
   readonly #permits: Permits;
   /** Job queues (see `queues.ts`). */
@@ -146,6 +152,7 @@ export class PostgresBackend implements Backend {
       serverDeadlocks: true,
     };
     this.#combiner = new Combiner(this.#ctx);
+    this.#sweep = new ExpirySweep(this.#ctx);
     this.#leases = new Leases(this.#ctx, this.#combiner);
     this.#permits = new Permits(this.#ctx);
     this.queues = new PgQueues(this.#ctx, this.#combiner);
@@ -179,11 +186,74 @@ export class PostgresBackend implements Backend {
     this.#ctx.checkOpen();
     if (writes.length === 0) return { applied: true, docs: [], results: [] };
     const p = write(this.#ctx, this.#combiner, writes, options);
+    if (writes.some((w) => ttlOf(w) !== undefined)) this.#expiring(writes, p);
     trackWrites(
       writes.map((w) => docId(this.schema, docId(w.model, w.key))),
       p,
     );
     return p;
+  }
+
+  /**
+   * Rate-limit consumptions (and a batch) in one transaction on the server's clock (see
+   * rate-limits.ts).
+   *
+   * @example
+   * ```ts
+   * const { admissions } = await backend.consume([{ name: 'api', algorithm: 'token-bucket',
+   *   key: 'ann', limit: 10, windowMs: 1000, cost: 1, record: true }], []);
+   * ```
+   */
+  consume(
+    consumptions: readonly Consumption[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<ConsumeResult> {
+    for (const w of writes) this.#combiner.forget(docId(w.model, w.key));
+    const p = consume(this.#ctx, this.#sweep, consumptions, writes, options);
+    if (writes.length > 0) {
+      trackWrites(
+        writes.map((w) => docId(this.schema, docId(w.model, w.key))),
+        p,
+      );
+    }
+    return p;
+  }
+
+  /**
+   * Forgets one rate-limit key (its row and entries).
+   *
+   * @example
+   * ```ts
+   * await backend.resetLimit({ name: 'api', algorithm: 'token-bucket', key: 'ann' });
+   * ```
+   */
+  resetLimit(ref: LimitRef): Promise<void> {
+    return resetLimit(this.#ctx, ref);
+  }
+
+  /** @internal deletes every expired rate-limit row now (the sweep's timer does it by itself). */
+  sweepLimits(): Promise<number> {
+    return this.#sweep.sweep(LIMITS);
+  }
+
+  /** @internal rate-limit sweep timers running (0 once the latest window has passed). */
+  get limitTimers(): number {
+    return this.#sweep.timers;
+  }
+
+  /** Schedules the sweep of the tables an applied batch wrote expiring documents into. */
+  #expiring(writes: readonly DocWrite[], p: Promise<WriteResult>): void {
+    p.then(
+      (r) => {
+        if (!r.applied) return;
+        for (const w of writes) {
+          const ttl = ttlOf(w);
+          if (ttl !== undefined) this.#sweep.touched(w.model, ttl);
+        }
+      },
+      () => {},
+    );
   }
 
   /** Takes a lease: one transaction holding advisory (and, for the default action, row) locks. */
@@ -216,6 +286,7 @@ export class PostgresBackend implements Backend {
   async close(): Promise<void> {
     if (this.#ctx.closed) return;
     this.#ctx.closed = true;
+    this.#sweep.close();
     await this.#leases.releaseAll();
     await this.#permits.releaseAll();
     await this.queues.close();

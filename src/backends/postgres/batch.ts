@@ -24,6 +24,8 @@ export async function batch(
   writes: readonly DocWrite[],
   lease: WriteScope | undefined,
   onPlanned?: (result: WriteResult & { applied: true }) => void,
+  /** The transaction is already open (rate-limit consumptions ran in it): send no BEGIN. */
+  begun = false,
 ): Promise<WriteResult> {
   // The documents touched, and which of them must be (re)read under a row lock.
   const pre = new Map<string, Row | undefined>();
@@ -49,8 +51,8 @@ export async function batch(
           .join(', ')}) ORDER BY key FOR NO KEY UPDATE`,
     );
   if (!lease || selects.length > 0) {
-    const res = await conn.query((lease ? '' : 'BEGIN; ') + selects.join('; '));
-    const offset = lease ? 0 : 1;
+    const res = await conn.query((lease || begun ? '' : 'BEGIN; ') + selects.join('; '));
+    const offset = lease || begun ? 0 : 1;
     const sortedModels = [...need.keys()].sort();
     sortedModels.forEach((m, i) => {
       const rows = (res[offset + i]?.rows ?? []) as Raw[];

@@ -11,7 +11,7 @@ import { backoff, fromDriver, unknownOutcome } from './errors.js';
 import { ensure } from './migrations.js';
 import { type DocState, type Plan, planWrites } from './planner.js';
 import { docId, parseRow, RAW, type Raw, type Row } from './rows.js';
-import { COLUMNS, isConnectionLoss, jsonbProblem, lit, sqlState } from './sql.js';
+import { COLUMNS, isConnectionLoss, jsonbProblem, LIVE, lit, sqlState } from './sql.js';
 
 /** Patches of one document waiting to be combined into the next transaction on it. */
 interface Group {
@@ -152,7 +152,7 @@ export class Combiner {
     try {
       const r = await this.#ctx.pool.query({
         ...this.#ctx.named('speculate', first.model),
-        text: `UPDATE ${this.#ctx.table(first.model)} SET version = $1, data = $2::jsonb, field_versions = $3::jsonb, data_version = $4, updated_at = now() WHERE key = $5 AND version = $6 AND incarnation = $7`,
+        text: `UPDATE ${this.#ctx.table(first.model)} SET version = $1, data = $2::jsonb, field_versions = $3::jsonb, data_version = $4, updated_at = now() WHERE key = $5 AND version = $6 AND incarnation = $7 AND ${LIVE}`,
         values: [
           row.version,
           text,
@@ -228,6 +228,7 @@ export class Combiner {
             fieldVersions: st.fieldVersions,
             dataVersion: st.dataVersion,
             incarnation: row?.incarnation ?? 0,
+            expired: false,
           };
         }
         if (!sql) {

@@ -75,7 +75,7 @@ export class PgLease implements Lease, WriteScope {
     this.name = lockName(req.model, req.keys, req.action);
     this.docs = req.keys.map((k) => {
       const r = grant.rows.get(k);
-      return r ? storedDoc(r) : undefined;
+      return r && !r.expired ? storedDoc(r) : undefined;
     });
     this.fences = req.keys.map(() => grant.fence);
     this.#deadline = performance.now() + req.leaseMs;
@@ -155,7 +155,8 @@ export class PgLease implements Lease, WriteScope {
 
   incarnation(model: string, key: string): number | undefined {
     if (model !== this.#req.model) return undefined;
-    return this.#rows.get(key)?.incarnation;
+    const r = this.#rows.get(key);
+    return r && !r.expired ? r.incarnation : undefined;
   }
 
   snapshot(model: string, key: string): StoredDoc | undefined {

@@ -20,7 +20,7 @@ import type { PgContext } from './context.js';
 import { type Refusal, refuse } from './planner.js';
 import { docId, RAW, type Raw } from './rows.js';
 import type { WriteScope } from './scope.js';
-import { jsonbProblem, lit, sqlState } from './sql.js';
+import { jsonbProblem, LIVE, lit, sqlState } from './sql.js';
 
 /**
  * The one-statement SQL of a lease write: a plain simple patch (`checked: false`), or a checked
@@ -111,6 +111,7 @@ export function simplePatchSql(
 ): string | undefined {
   const fence = lease?.fence;
   if (w.kind !== 'patch' || w.check || (w.guards && w.guards.length > 0)) return undefined;
+  if (w.ttlMs !== undefined) return undefined; // the general path writes the expiry
   if (!Array.isArray(w.ops) || w.ops.length === 0 || w.ops.length > 50) return undefined;
   const { expectVersion: ev, fieldsUnchangedSince: since, expectIncarnation: ei } = w;
   if (ev !== undefined && !Number.isSafeInteger(ev)) return undefined;
@@ -144,7 +145,7 @@ export function simplePatchSql(
   if (unsets.length > 0) data = `(data - ARRAY[${unsets.map(lit).join(', ')}]::text[])`;
   if (sets.length > 0) data = `${data} || ${lit(setText)}::jsonb`;
   const fv = `field_versions || jsonb_build_object(${names.map((f) => `${lit(f)}, version + 1`).join(', ')})`;
-  const where = [`key = ${lit(w.key)}`];
+  const where = [`key = ${lit(w.key)}`, LIVE];
   // The row exists at another version: fail the statement (division by zero), do not skip it.
   // (The divisor involves a column: a constant 1 / 0 would be folded, and fail, at planning.)
   if (failUnlessVersion !== undefined) {
@@ -204,7 +205,7 @@ export async function whyRefused(
   lease?: WriteScope,
 ): Promise<Refusal | undefined> {
   const r = await ctx.pool.query({
-    text: `SELECT version, data_version, field_versions, incarnation FROM ${ctx.table(p.model)} WHERE key = $1`,
+    text: `SELECT version, data_version, field_versions, incarnation FROM ${ctx.table(p.model)} WHERE key = $1 AND ${LIVE}`,
     values: [p.key],
     types: RAW,
   });

@@ -23,7 +23,7 @@ import type {
 import type { PgContext } from './context.js';
 import { compareC, docId, type Raw, type Row } from './rows.js';
 import type { WriteScope } from './scope.js';
-import { FENCE_SEQUENCE, ident, jsonbProblem, lit } from './sql.js';
+import { expiresAtSql, FENCE_SEQUENCE, ident, jsonbProblem, lit } from './sql.js';
 
 export interface DocState {
   readonly model: string;
@@ -41,6 +41,8 @@ export interface DocState {
   incarnation: string | undefined;
   /** Docs of this batch waiting for the incarnation the INSERT (or re-create) returns. */
   pending: Array<{ incarnation: string }>;
+  /** The expiry to write: a TTL in ms, null for none, undefined to keep the row's. */
+  expiry?: number | null;
 }
 
 /** A result doc of a batch; its incarnation comes from the INSERT when the batch creates it. */
@@ -117,11 +119,13 @@ export async function planWrites(
     }
     let s = states.get(id);
     if (!s) {
-      const row = pre.get(id);
+      const stored = pre.get(id);
+      // An expired row is no document: a create over it re-creates (the row is replaced).
+      const row = stored?.expired ? undefined : stored;
       s = {
         model: w.model,
         key: w.key,
-        pre: row,
+        pre: stored,
         exists: row !== undefined,
         version: row?.version ?? 0,
         data: row?.data ?? {},
@@ -152,6 +156,7 @@ export async function planWrites(
         s.dataVersion = s.version;
         s.fieldVersions = {};
         s.touched = true;
+        s.expiry = w.ttlMs ?? null;
         docs.push(docOf(s, w.key, cloneJson(data)));
         results.push([]);
         break;
@@ -275,6 +280,11 @@ export async function planWrites(
             };
           }
         }
+        if (w.ttlMs !== undefined) {
+          // The expiry moves (even without ops).
+          s.expiry = w.ttlMs;
+          s.touched = true;
+        }
         if (w.ops.length === 0) {
           // No ops: nothing is written and the version does not move (the checks above held).
           docs.push(docOf(s, w.key, cloneJson(s.data)));
@@ -324,14 +334,15 @@ export async function planWrites(
     }
     const data = `${lit(text)}::jsonb`;
     const fv = `${lit(JSON.stringify(s.fieldVersions))}::jsonb`;
+    const expiry = s.expiry === undefined ? '' : `, expires_at = ${expiresAtSql(s.expiry)}`;
     if (s.pre) {
       sql.push(
-        `UPDATE ${t} SET version = ${s.version}, data = ${data}, field_versions = ${fv}, data_version = ${s.dataVersion}${fence ? `, fence = ${fence}` : ''}, updated_at = now()${s.recreated ? `, created_at = now(), incarnation = nextval('${ident(ctx.schema)}.${ident(FENCE_SEQUENCE)}')` : ''} WHERE key = ${k} RETURNING incarnation`,
+        `UPDATE ${t} SET version = ${s.version}, data = ${data}, field_versions = ${fv}, data_version = ${s.dataVersion}${fence ? `, fence = ${fence}` : ''}, updated_at = now()${s.recreated ? `, created_at = now(), incarnation = nextval('${ident(ctx.schema)}.${ident(FENCE_SEQUENCE)}')` : ''}${expiry} WHERE key = ${k} RETURNING incarnation`,
       );
       fill.push(s.pending.length > 0 ? s.pending : undefined);
     } else {
       sql.push(
-        `INSERT INTO ${t} (key, version, fence, data, field_versions, data_version) VALUES (${k}, ${s.version}, ${fence ?? 0}, ${data}, ${fv}, ${s.dataVersion}) RETURNING incarnation`,
+        `INSERT INTO ${t} (key, version, fence, data, field_versions, data_version, expires_at) VALUES (${k}, ${s.version}, ${fence ?? 0}, ${data}, ${fv}, ${s.dataVersion}, ${expiresAtSql(s.expiry ?? null)}) RETURNING incarnation`,
       );
       fill.push(s.pending);
     }

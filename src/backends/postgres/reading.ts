@@ -35,7 +35,10 @@ export async function read(
         values: [refs[0]?.key],
         types: RAW,
       });
-      for (const row of r.rows as Raw[]) found.set(docId(m, row.key as string), parseRow(row));
+      for (const row of r.rows as Raw[]) {
+        const p = parseRow(row);
+        if (!p.expired) found.set(docId(m, row.key as string), p);
+      }
       return;
     }
     const parts = ms.map(
@@ -49,7 +52,8 @@ export async function read(
     });
     for (const row of r.rows as Raw[]) {
       const m = ms[Number(row.m)] as string;
-      found.set(docId(m, row.key as string), parseRow(row));
+      const p = parseRow(row);
+      if (!p.expired) found.set(docId(m, row.key as string), p);
     }
   };
   try {

@@ -20,6 +20,11 @@ export interface Row {
   readonly dataVersion: number;
   /** Unique per creation of the key (from the fence sequence). */
   readonly incarnation: number;
+  /**
+   * Its TTL passed (server clock, when it was read): the document is gone for every path; the
+   * row is only still there until a write replaces it or the sweep deletes it.
+   */
+  readonly expired: boolean;
 }
 
 export function parseRow(r: Raw): Row {
@@ -31,6 +36,7 @@ export function parseRow(r: Raw): Row {
     fieldVersions: JSON.parse(r.field_versions as string) as Record<string, number>,
     dataVersion: Number(r.data_version),
     incarnation: Number(r.incarnation),
+    expired: r.expired === 't' || r.expired === 'true',
   };
 }
 

@@ -8,7 +8,7 @@ import type { PgContext } from './context.js';
 import { simplePatchResult, simplePatchSql } from './patch-sql.js';
 import { copyData, refuse } from './planner.js';
 import { RAW, type Raw } from './rows.js';
-import { jsonbProblem, sqlState } from './sql.js';
+import { FENCE_SEQUENCE, ident, jsonbProblem, LIVE, sqlState } from './sql.js';
 
 /** Runs one statement: on any pooled connection, or on one the caller checked out. */
 export type Run = (config: QueryConfig) => Promise<QueryResult>;
@@ -43,16 +43,27 @@ export async function fastWrite(
     const text = JSON.stringify(data);
     const problem = jsonbProblem(text);
     if (problem) return refuse('invalid', 0, problem);
+    const seq = `nextval('${ident(ctx.schema)}.${ident(FENCE_SEQUENCE)}')`;
+    // $3: the TTL in ms, or NULL (no expiry).
+    const expires = `clock_timestamp() + interval '1 millisecond' * $3::float8`;
+    const live = LIVE.replace(/expires_at/g, 't.expires_at');
     if (w.kind === 'create') {
       let incarnation: string;
       try {
+        // A row whose document expired is replaced by the new life; a live one refuses.
         const created = await run({
           ...ctx.named('create', w.model),
-          text: `INSERT INTO ${t} (key, version, data, data_version) VALUES ($1, 1, $2::jsonb, 1) RETURNING incarnation`,
-          values: [w.key, text],
+          text: `INSERT INTO ${t} AS t (key, version, data, data_version, expires_at) VALUES ($1, 1, $2::jsonb, 1, ${expires})
+ON CONFLICT (key) DO UPDATE SET version = 1, data = EXCLUDED.data, data_version = 1,
+field_versions = '{}'::jsonb, created_at = now(), updated_at = now(), incarnation = ${seq},
+expires_at = EXCLUDED.expires_at WHERE NOT ${live}
+RETURNING incarnation`,
+          values: [w.key, text, w.ttlMs ?? null],
           types: RAW,
         });
-        incarnation = String((created.rows[0] as Raw).incarnation);
+        const row = created.rows[0] as Raw | undefined;
+        if (!row) return refuse('exists', 0);
+        incarnation = String(row.incarnation);
       } catch (err) {
         if (sqlState(err) === '23505') return refuse('exists', 0);
         throw err;
@@ -65,11 +76,15 @@ export async function fastWrite(
     }
     const r = await run({
       ...ctx.named('put', w.model),
-      text: `INSERT INTO ${t} AS t (key, version, data, data_version) VALUES ($1, 1, $2::jsonb, 1)
-ON CONFLICT (key) DO UPDATE SET version = t.version + 1, data = EXCLUDED.data,
-data_version = t.version + 1, field_versions = '{}'::jsonb, updated_at = now()
+      text: `INSERT INTO ${t} AS t (key, version, data, data_version, expires_at) VALUES ($1, 1, $2::jsonb, 1, ${expires})
+ON CONFLICT (key) DO UPDATE SET version = CASE WHEN ${live} THEN t.version + 1 ELSE 1 END,
+data = EXCLUDED.data, data_version = CASE WHEN ${live} THEN t.version + 1 ELSE 1 END,
+field_versions = '{}'::jsonb, updated_at = now(),
+created_at = CASE WHEN ${live} THEN t.created_at ELSE now() END,
+incarnation = CASE WHEN ${live} THEN t.incarnation ELSE ${seq} END,
+expires_at = EXCLUDED.expires_at
 RETURNING version, incarnation`,
-      values: [w.key, text],
+      values: [w.key, text, w.ttlMs ?? null],
       types: RAW,
     });
     const version = Number((r.rows[0] as Raw).version);
@@ -79,11 +94,12 @@ RETURNING version, incarnation`,
   if (w.kind === 'delete' && w.expectVersion === undefined) {
     const r = await run({
       ...ctx.named('delete', w.model),
-      text: `DELETE FROM ${t} WHERE key = $1`,
+      text: `DELETE FROM ${t} WHERE key = $1 RETURNING ${LIVE} AS live`,
       values: [w.key],
       types: RAW,
     });
-    return { applied: true, docs: [undefined], results: [[(r.rowCount ?? 0) > 0]] };
+    const existed = (r.rows[0] as Raw | undefined)?.live === 't';
+    return { applied: true, docs: [undefined], results: [[existed]] };
   }
   return undefined;
 }

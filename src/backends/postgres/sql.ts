@@ -5,6 +5,7 @@
  * query goes through {@link lit}.
  */
 import { createHash } from 'node:crypto';
+import { rateLimitDdl } from './rate-limits.js';
 
 /**
  * Quotes an identifier (schema, table, column) for SQL: always double-quoted, embedded quotes
@@ -66,7 +67,19 @@ export function permitTableDdl(schema: string): string {
 }
 
 /** The columns every read selects, in this order (see {@link parseRow}). */
-export const COLUMNS = 'key, version, fence, data, field_versions, data_version, incarnation';
+export const COLUMNS =
+  'key, version, fence, data, field_versions, data_version, incarnation, (expires_at IS NOT NULL AND expires_at <= clock_timestamp()) AS expired';
+
+/**
+ * The condition of a row whose document has not expired (server clock, now): every statement
+ * that matches a document by key alone includes it (see "Expiring documents" in backend.ts).
+ */
+export const LIVE = '(expires_at IS NULL OR expires_at > clock_timestamp())';
+
+/** The `expires_at` of a write with `ttlMs` (SQL; NULL without one). */
+export function expiresAtSql(ttlMs: number | null): string {
+  return ttlMs === null ? 'NULL' : `clock_timestamp() + interval '1 millisecond' * ${ttlMs}`;
+}
 
 /**
  * The DDL of one model's table (idempotent). `incarnation` is unique per creation of a key (a
@@ -83,8 +96,11 @@ export function tableDdl(schema: string, model: string): string {
   data_version bigint NOT NULL DEFAULT 1,
   incarnation bigint NOT NULL DEFAULT nextval('${ident(schema)}.${ident(FENCE_SEQUENCE)}'::regclass),
   created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-)`;
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz
+);
+ALTER TABLE ${ident(schema)}.${ident(model)} ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+CREATE INDEX IF NOT EXISTS ${ident(`${model}$expiry`)} ON ${ident(schema)}.${ident(model)} (expires_at) WHERE expires_at IS NOT NULL`;
 }
 
 /**
@@ -101,6 +117,7 @@ export function migrationSql(schema: string, models: readonly string[]): string 
     `CREATE SCHEMA IF NOT EXISTS ${ident(schema)}`,
     `CREATE SEQUENCE IF NOT EXISTS ${ident(schema)}.${ident(FENCE_SEQUENCE)}`,
     permitTableDdl(schema),
+    rateLimitDdl(schema),
     ...models.map((m) => tableDdl(schema, m)),
   ];
   return `${parts.join(';\n')};\n`;

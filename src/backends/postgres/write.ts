@@ -71,7 +71,7 @@ async function attempts(
         combiner.forget(docId(writes[0]?.model ?? '', writes[0]?.key ?? ''));
         return fast;
       }
-      if (writes.length === 1 && writes[0]?.kind === 'patch') {
+      if (writes.length === 1 && writes[0]?.kind === 'patch' && writes[0].ttlMs === undefined) {
         return await combiner.combine(writes[0]);
       }
       for (const w of writes) combiner.forget(docId(w.model, w.key));

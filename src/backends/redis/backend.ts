@@ -9,10 +9,13 @@ import { BackendError, LockBusyError, LockTimeoutError, ValidationError } from '
 import type {
   Backend,
   BackendCapabilities,
+  ConsumeResult,
+  Consumption,
   DocRef,
   DocWrite,
   Lease,
   LeaseRequest,
+  LimitRef,
   PermitKind,
   PermitLease,
   PermitRequest,
@@ -29,6 +32,7 @@ import { clusterSlot, type DocKeys, KeyLayout, type LeaseKeys } from './keys.js'
 import { RedisLease } from './lease.js';
 import { RedisPermits } from './permits.js';
 import { RedisQueues } from './queues.js';
+import { consume, type LimitHost, resetLimit } from './rate-limits.js';
 import { Renewals } from './renewals.js';
 import { rerunScript, runScript, type ScriptMode, type ScriptName } from './scripts.js';
 import { type Grant, type LocalWakeups, Wakeups } from './wakeups.js';
@@ -259,6 +263,55 @@ export class RedisBackend implements Backend {
       (keys, env, spec) => this.#group.write(keys, env, spec),
       () => new WriteWait(this.#writeWaitHost, plan.docs, plan.refs, options, started),
     );
+  }
+
+  // ----------------------------------------------------------------------------- rate limits
+  /** What the rate-limit calls use of this backend (see rate-limits.ts). */
+  get #limitHost(): LimitHost {
+    return {
+      layout: this.#layout,
+      cluster: this.#cluster,
+      writes: this.#writes,
+      script: (name, keys, args, writes) => this.#script(name, keys, args, writes),
+    };
+  }
+
+  /**
+   * Consumptions and a batch in one script call on the server's clock (see rate-limits.ts).
+   *
+   * @example
+   * ```ts
+   * const { admissions } = await backend.consume([{ name: 'api', algorithm: 'sliding-window',
+   *   key: 'ann', limit: 100, windowMs: 60_000, cost: 1, record: true }], []);
+   * ```
+   */
+  async consume(
+    consumptions: readonly Consumption[],
+    writes: readonly DocWrite[],
+    options?: WriteOptions,
+  ): Promise<ConsumeResult> {
+    this.#assertOpen();
+    const plan = this.#writes.plan(writes, 'consume');
+    const started = options?.timeoutMs === undefined ? 0 : performance.now();
+    return consume(
+      this.#limitHost,
+      consumptions,
+      plan,
+      () => new WriteWait(this.#writeWaitHost, plan.docs, plan.refs, options, started),
+    );
+  }
+
+  /**
+   * Forgets one rate-limit key.
+   *
+   * @example
+   * ```ts
+   * await backend.resetLimit({ name: 'api', algorithm: 'sliding-window', key: 'ann' });
+   * ```
+   */
+  async resetLimit(ref: LimitRef): Promise<void> {
+    this.#assertOpen();
+    await resetLimit(this.#limitHost, ref);
   }
 
   /** What a waiting write uses of this backend (see write-wait.ts). */

@@ -62,6 +62,12 @@ export interface LeaseKeys {
   readonly queueInfo: string;
 }
 
+/** The keys of one rate-limit key (all in one hash slot). */
+export interface LimitKeys {
+  readonly keys: readonly string[];
+  readonly tag: string;
+}
+
 /** The keys of one named permit pool (all in one hash slot; see permit-lib.lua). */
 export interface PermitKeys {
   /** Holders (and the pool's capacity). */
@@ -161,6 +167,39 @@ export class KeyLayout {
       base = `${this.#prefix}:{${tag}}`;
     }
     return { doc: base, fence: `${base}:f`, tag };
+  }
+
+  /**
+   * The keys of one rate-limit key (see consume.lua): a sliding window's entry list and running
+   * sum, or a token bucket's hash. With `hashTag`, the tag is `hashTag(name, key)`, so limits can
+   * share a Cluster slot with documents in one `store.apply`.
+   */
+  limit(name: string, algorithm: 'sliding-window' | 'token-bucket', key: string): LimitKeys {
+    const id = `${name}\u0000${algorithm}\u0000${key}`;
+    let k = this.#limits.get(id);
+    if (k === undefined) {
+      k = this.#buildLimit(name, algorithm, key);
+      if (this.#limits.size >= 4096) this.#limits.clear();
+      this.#limits.set(id, k);
+    }
+    return k;
+  }
+
+  /** Recently built limit keys (bounded, like {@link doc}'s). */
+  readonly #limits = new Map<string, LimitKeys>();
+
+  #buildLimit(name: string, algorithm: 'sliding-window' | 'token-bucket', key: string): LimitKeys {
+    const a = algorithm === 'token-bucket' ? 'tb' : 'sw';
+    let base: string;
+    let tag: string;
+    if (this.#hashTag) {
+      tag = escapeSegment(this.#hashTag(name, key));
+      base = `${this.#prefix}:{${tag}}#rl:${a}:${name}:${escapeSegment(key)}`;
+    } else {
+      tag = `rl:${a}:${name}:${escapeSegment(key)}`;
+      base = `${this.#prefix}:{${tag}}`;
+    }
+    return { keys: a === 'tb' ? [`${base}:b`] : [`${base}:l`, `${base}:m`], tag };
   }
 
   /** Recently built pool keys (bounded, like documents'). */

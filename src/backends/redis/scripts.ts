@@ -28,6 +28,8 @@ export type ScriptName =
   | 'leave'
   | 'renew'
   | 'commit'
+  | 'consume'
+  | 'unlimit'
   | 'permit-acquire'
   | 'permit-release'
   | 'permit-leave'
@@ -51,6 +53,8 @@ const NAMES: readonly ScriptName[] = [
   'leave',
   'renew',
   'commit',
+  'consume',
+  'unlimit',
   'permit-acquire',
   'permit-release',
   'permit-leave',

@@ -166,6 +166,7 @@ export class WritePath {
         case 'create':
         case 'put':
           e.data = encodeData(w.data);
+          if (w.ttlMs !== undefined) e.ttl = w.ttlMs;
           break;
         case 'delete':
           if (w.expectVersion !== undefined) e.ev = w.expectVersion;
@@ -177,6 +178,7 @@ export class WritePath {
           if (w.expectIncarnation !== undefined) e.ei = w.expectIncarnation;
           if (w.fieldsUnchangedSince !== undefined) e.fs = w.fieldsUnchangedSince;
           if (w.check !== undefined) checked = true;
+          if (w.ttlMs !== undefined) e.ttl = w.ttlMs;
           break;
         }
       }
@@ -405,6 +407,8 @@ export class WritePath {
       return undefined;
     }
     if (w.expectIncarnation !== undefined || w.fieldsUnchangedSince !== undefined) return undefined;
+    // A folded chain is one patch: it would carry one TTL for all.
+    if (w.ttlMs !== undefined) return undefined;
     return {
       doc: (plan.docs[0] as DocKeys).doc,
       base: e.ck.t,

@@ -38,6 +38,7 @@
  * `reading.ts`, `write.ts`, `acquire.ts`, `lease.ts`, `commit.ts`, `leases.ts`, `permits.ts`,
  * `wakeups.ts`, `checkpoints.ts` (WAL checkpoints in a worker thread).
  */
+
 import type { Database } from 'better-sqlite3';
 import type {
   Backend,
@@ -57,6 +58,7 @@ import { trackWrites } from '../postgres/program-order.js';
 import { orderId } from './acquire.js';
 import { SqliteContext } from './context.js';
 import { toBackendError } from './errors.js';
+import { ttlRefusal } from './expiry.js';
 import { Leases } from './leases.js';
 import type { BackendSettings } from './options.js';
 import { Permits } from './permits.js';
@@ -153,6 +155,8 @@ export class SqliteBackend implements Backend {
     try {
       ctx.checkOpen();
       if (writes.length === 0) return Promise.resolve({ applied: true, docs: [], results: [] });
+      const ttl = ttlRefusal(writes);
+      if (ttl) return Promise.reject(ttl);
       let first: NotYet | undefined;
       if (ctx.isReady) {
         const now = tryWrite(ctx, writes);

@@ -12,6 +12,7 @@
  * await lease.release(); // true: it still held
  * ```
  */
+
 import { LeaseLostError } from '../../errors.js';
 import type { DocWrite, Lease, LeaseRequest, StoredDoc, WriteResult } from '../../store/backend.js';
 import { lockName } from '../../store/names.js';
@@ -20,6 +21,7 @@ import type { Grant } from './acquire.js';
 import { commitLease } from './commit.js';
 import type { SqliteContext } from './context.js';
 import { closedError } from './errors.js';
+import { ttlRefusal } from './expiry.js';
 import { BUSY, immediate, retryBusy } from './transaction.js';
 
 /** setTimeout's largest delay. */
@@ -180,6 +182,8 @@ export class SqliteLease implements Lease, CommitContext {
   }
 
   commit(writes: readonly DocWrite[]): Promise<WriteResult> {
+    const ttl = ttlRefusal(writes);
+    if (ttl) return this.release().then(() => Promise.reject(ttl));
     if (this.#spent) {
       const why = this.#lost ? `the lease was lost: ${this.#lostWhy}` : 'the lease already ended';
       return Promise.resolve<Refusal>({ applied: false, reason: 'fence', index: 0, detail: why });

@@ -15,7 +15,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { Backend } from '../api.js';
-import { AlreadyExistsError, ConflictError, createStore, NotFoundError } from '../api.js';
+import { AlreadyExistsError, bounded, ConflictError, createStore, NotFoundError } from '../api.js';
 import type { Ctx } from '../harness.js';
 
 /** Runs per property; raise it for a deeper soak: LOCKSTEP_CONFORMANCE_RUNS=500 npx vitest run ... */
@@ -98,6 +98,11 @@ function scheduled(s: fc.Scheduler, inner: Backend, label: string): Backend {
       gate(`write ${writes.map((w) => `${w.kind} ${w.key}`).join(',')}`).then(() =>
         inner.write(writes, options),
       ),
+    consume: (cs, writes, options) =>
+      gate(`consume ${cs.map((c) => c.key).join(',')}`).then(() =>
+        bounded(inner).consume(cs, writes, options),
+      ),
+    resetLimit: (ref) => bounded(inner).resetLimit(ref),
     acquire: (req) => gate(`acquire ${req.keys.join(',')}`).then(() => inner.acquire(req)),
     close: async () => {},
   };

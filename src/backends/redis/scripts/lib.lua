@@ -528,6 +528,8 @@ local function flush(st, token)
   for f in pairs(st.touched) do sets[n + 1] = '^' .. f; sets[n + 2] = st.version; n = n + 2 end
   if #dels > 0 and not st.replaced then redis.call('HDEL', B, unpack(dels)) end
   redis.call('HSET', B, unpack(sets))
+  -- Expiring documents: a replaced document was DEL'd (no TTL left); a TTL is set again here.
+  if st.ttl then redis.call('PEXPIRE', B, st.ttl) end
 end
 
 -- ------------------------------------------------------------------------- group commit
@@ -566,6 +568,7 @@ local function group_fold(g, st, token)
   if st.deleted and not st.exists then
     c.exists, c.version, c.token0, c.replacedAt, c.inc = false, 0, '', 0, ''
     c.base, c.order, c.fvs, c.rewrite, c.chg, c.fchg = {}, {}, {}, true, {}, {}
+    c.ttl = nil
     return
   end
   local base, order, fvs = {}, {}, {}
@@ -603,6 +606,8 @@ local function group_fold(g, st, token)
   end
   c.exists, c.version, c.token0 = true, st.version, token
   c.base, c.order, c.fvs = base, order, fvs
+  -- The TTL the last batch gave (false: a replace without one, which the DEL clears).
+  if st.ttl ~= nil then c.ttl = st.ttl end
 end
 
 -- Writes every changed document of the group: one HSET (plus HDEL or DEL when needed) each.
@@ -628,6 +633,7 @@ local function group_store(g)
         if #dels > 0 then redis.call('HDEL', B, unpack(dels)) end
         redis.call('HSET', B, unpack(sets))
       end
+      if c.exists and c.ttl then redis.call('PEXPIRE', B, c.ttl) end
     end
   end
 end
@@ -681,12 +687,14 @@ local function run_batch(env, keyof, g)
       if st.exists then return fail('exists', idx) end
       replace_all(st, w.data)
       st.version, st.replacedAt, st.inc = 1, 1, env.t
+      st.ttl = w.ttl or false
       st.changed = true
       results[idx] = '[]'
     elseif k == 'put' then
       if st.exists then st.version = st.version + 1 else st.version, st.inc = 1, env.t end
       replace_all(st, w.data)
       st.replacedAt = st.version
+      st.ttl = w.ttl or false
       st.changed = true
       results[idx] = '[]'
     elseif k == 'delete' then
@@ -747,6 +755,8 @@ local function run_batch(env, keyof, g)
         st.version = st.version + (w.vb or 1)
         st.changed = true
       end
+      -- A patch with a TTL moves the document's expiry (even without ops).
+      if w.ttl then st.ttl, st.changed = w.ttl, true end
       if nops > 0 and last[w.d] ~= idx then
         -- Written again later in this batch: a later fieldsUnchangedSince must see these fields
         -- as written now (copy first: st.fvs may be a group's shared table).

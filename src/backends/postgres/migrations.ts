@@ -6,7 +6,7 @@ import { BackendError } from '../../errors.js';
 import { checkModelName } from '../../store/keys.js';
 import type { PgContext } from './context.js';
 import { classify } from './errors.js';
-import { lockHash, migrationSql } from './sql.js';
+import { isConnectionLoss, lockHash, migrationSql } from './sql.js';
 
 /**
  * Creates the schema, the fence sequence and the tables of `models` if they do not exist
@@ -19,15 +19,21 @@ import { lockHash, migrationSql } from './sql.js';
  */
 export async function migrate(ctx: PgContext, models: readonly string[] = []): Promise<void> {
   for (const m of models) checkModelName(m);
-  const conn = await ctx.connect();
-  try {
-    await conn.query(
-      `BEGIN; SELECT pg_advisory_xact_lock(${lockHash('lockstep-ddl', ctx.schema)}); ${migrationSql(ctx.schema, models)} COMMIT`,
-    );
-  } catch (err) {
-    throw classify(err, `migrating schema ${JSON.stringify(ctx.schema)}`);
-  } finally {
-    await conn.done();
+  // Idempotent DDL in one transaction: a connection lost meanwhile (reset, failover) is simply
+  // sent again on another connection, a few times.
+  for (let attempt = 1; ; attempt++) {
+    const conn = await ctx.connect();
+    try {
+      await conn.query(
+        `BEGIN; SELECT pg_advisory_xact_lock(${lockHash('lockstep-ddl', ctx.schema)}); ${migrationSql(ctx.schema, models)} COMMIT`,
+      );
+      return;
+    } catch (err) {
+      if (attempt < 4 && isConnectionLoss(err)) continue;
+      throw classify(err, `migrating schema ${JSON.stringify(ctx.schema)}`);
+    } finally {
+      await conn.done();
+    }
   }
 }
 

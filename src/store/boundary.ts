@@ -10,9 +10,12 @@
  *   write to a document a task of this process holds is recorded in the wait-for graph of
  *   `src/sync/tracked-leases.ts`, with lock ids built from `backend.namespace`; a wait that would
  *   close a cycle gets DeadlockError before anything queues on the backend.
- * - Leases come back wrapped: a commit that names a document outside the lease is a
- *   ValidationError (the lease is released, nothing written); the lease leaves the wait-for graph
- *   when it commits, is released, or is lost.
+ * - Leases come back wrapped (`bound-lease.ts`): a commit that names a document outside the
+ *   lease is a ValidationError (the lease is released, nothing written); the lease leaves the
+ *   wait-for graph when it commits, is released, or is lost. Named-lock permits likewise
+ *   (`bound-permit.ts`), and the queue primitives are checked by `bound-queues.ts`.
+ * - Rate limits (`consume`, `resetLimit`) and named locks (`acquirePermit`, `permitsHeld`) are
+ *   checked here; a backend without them is refused with BackendError.
  *
  * @example
  * ```ts
@@ -26,14 +29,10 @@ import { anyTracked, type TrackedLease, trackLease, trackWrite } from '../sync/t
 import type {
   Backend,
   BackendCapabilities,
-  ClaimedJob,
-  ClaimRequest,
   ConsumeResult,
   Consumption,
   DocRef,
   DocWrite,
-  EnqueueRequest,
-  EnqueueResult,
   Lease,
   LeaseRequest,
   LimitRef,
@@ -41,19 +40,15 @@ import type {
   PermitLease,
   PermitRequest,
   QueueBackend,
-  QueueStats,
   StoredDoc,
-  StoredJob,
   WriteOptions,
   WriteResult,
 } from './backend.js';
+import { BoundLease } from './bound-lease.js';
+import { BoundPermit } from './bound-permit.js';
+import { BoundQueues } from './bound-queues.js';
 import {
-  checkClaim,
-  checkClaimRef,
   checkConsumptions,
-  checkEnqueue,
-  checkJobRef,
-  checkJobStep,
   checkLeaseRequest,
   checkLimitRef,
   checkPermitName,
@@ -62,7 +57,7 @@ import {
   checkWriteOptions,
   checkWrites,
 } from './checks.js';
-import { DEFAULT_ACTION, docName, lockName, permitName } from './names.js';
+import { DEFAULT_ACTION, lockName, permitName } from './names.js';
 
 const EMPTY: WriteResult = { applied: true, docs: [], results: [] };
 
@@ -321,146 +316,11 @@ export class Bounded implements Backend {
   }
 }
 
-/** A lease behind the boundary: commits only its own documents, and leaves the graph when done. */
-class BoundLease implements Lease {
-  readonly #inner: Lease;
-  readonly #request: LeaseRequest;
-  #tracked: TrackedLease | undefined;
-  readonly #live: Set<{ untrack(): void }> | undefined;
-
-  /**
-   * A lost lease no longer holds its keys, so a cycle through it is not one (its waiter gets in):
-   * the graph asks `lease.lost` while it looks for a cycle (see `granted`), which costs nothing
-   * per lock, where listening to `lease.signal` would make an AbortSignal for every lease.
-   */
-  constructor(
-    inner: Lease,
-    request: LeaseRequest,
-    tracked?: TrackedLease,
-    live?: Set<{ untrack(): void }>,
-  ) {
-    this.#inner = inner;
-    this.#request = request;
-    this.#tracked = tracked;
-    this.#live = live;
-  }
-
-  get docs(): ReadonlyArray<StoredDoc | undefined> {
-    return this.#inner.docs;
-  }
-  get fences(): readonly number[] {
-    return this.#inner.fences;
-  }
-  get lost(): boolean {
-    return this.#inner.lost;
-  }
-  get signal(): AbortSignal {
-    return this.#inner.signal;
-  }
-
-  /** @internal leaves the wait-for graph (commit, release, or the backend's close). Idempotent. */
-  untrack(): void {
-    const t = this.#tracked;
-    if (t === undefined) return;
-    this.#tracked = undefined;
-    this.#live?.delete(this);
-    t.released();
-  }
-
-  commit(writes: readonly DocWrite[]): Promise<WriteResult> {
-    try {
-      checkWrites(writes, 'lease commit');
-      const { model, keys } = this.#request;
-      for (let i = 0; i < writes.length; i++) {
-        const w = writes[i] as DocWrite;
-        if (w.model !== model || !keys.includes(w.key)) {
-          throw new ValidationError(`lease commit #${i}`, [
-            {
-              message: `${docName(w.model, w.key)} is not held by this lease (${lockName(model, keys, this.#request.action)}); nothing was written`,
-            },
-          ]);
-        }
-      }
-    } catch (err) {
-      return this.release().then(() => Promise.reject(err));
-    }
-    if (this.#tracked === undefined) return this.#inner.commit(writes);
-    return this.#inner.commit(writes).then(
-      (r) => {
-        this.untrack();
-        return r;
-      },
-      (err: unknown) => {
-        this.untrack();
-        throw err;
-      },
-    );
-  }
-
-  release(): Promise<boolean> {
-    if (this.#tracked === undefined) return this.#inner.release();
-    return this.#inner.release().then(
-      (held) => {
-        this.untrack();
-        return held;
-      },
-      (err: unknown) => {
-        this.untrack();
-        throw err;
-      },
-    );
-  }
-}
-
 /** A backend of another package that has not implemented named locks yet. */
 function unsupported(name: string): BackendError {
   return new BackendError(
     `the ${name} backend does not implement named locks (acquirePermit): upgrade it or use a backend that does`,
   );
-}
-
-/** A permit behind the boundary: leaves the wait-for graph when released or closed. */
-class BoundPermit implements PermitLease {
-  readonly #inner: PermitLease;
-  #tracked: TrackedLease | undefined;
-  readonly #live: Set<{ untrack(): void }> | undefined;
-
-  constructor(inner: PermitLease, tracked?: TrackedLease, live?: Set<{ untrack(): void }>) {
-    this.#inner = inner;
-    this.#tracked = tracked;
-    this.#live = live;
-  }
-  get fence(): number {
-    return this.#inner.fence;
-  }
-  get lost(): boolean {
-    return this.#inner.lost;
-  }
-  get signal(): AbortSignal {
-    return this.#inner.signal;
-  }
-  extend(ms?: number): Promise<void> {
-    if (ms !== undefined && !(typeof ms === 'number' && Number.isFinite(ms) && ms > 0)) {
-      return Promise.reject(
-        new ValidationError('permit.extend', [
-          { message: `ms must be a positive number of milliseconds, got ${String(ms)}` },
-        ]),
-      );
-    }
-    return this.#inner.extend(ms);
-  }
-  /** @internal leaves the wait-for graph (release, or the backend's close). Idempotent. */
-  untrack(): void {
-    const t = this.#tracked;
-    if (t === undefined) return;
-    this.#tracked = undefined;
-    this.#live?.delete(this);
-    t.released();
-  }
-  release(): Promise<boolean> {
-    if (this.#tracked === undefined) return this.#inner.release();
-    return this.#inner.release().finally(() => this.untrack());
-  }
 }
 
 /**
@@ -474,164 +334,6 @@ class BoundPermit implements PermitLease {
  */
 export function bounded(backend: Backend): Bounded {
   return backend instanceof Bounded ? backend : new Bounded(backend);
-}
-
-/**
- * The queue primitives behind the boundary: every request is checked (`checks.ts`, queue
- * section) before it reaches the backend, an already aborted signal rejects with its reason, and
- * the `write` batches they carry (enqueue's writes, complete's effects) are checked and tracked
- * like a plain write.
- *
- * @example
- * ```ts
- * const queues = bounded(memory()).queues; // a BoundQueues
- * await queues.claim({ queue: 'mail', leaseMs: 30_000, timeoutMs: 0 });
- * ```
- */
-export class BoundQueues implements QueueBackend {
-  readonly #inner: QueueBackend;
-  readonly #track: (writes: readonly DocWrite[]) => TrackedLease | undefined;
-
-  /** @internal made by {@link Bounded}. */
-  constructor(
-    inner: QueueBackend,
-    track: (writes: readonly DocWrite[]) => TrackedLease | undefined,
-  ) {
-    this.#inner = inner;
-    this.#track = track;
-  }
-
-  /** Runs `call` after `check`, with the batch's wait tracked; every failure is a rejection. */
-  #guarded<T>(check: () => void, writes: readonly DocWrite[], call: () => Promise<T>): Promise<T> {
-    let tracked: TrackedLease | undefined;
-    let p: Promise<T>;
-    try {
-      check();
-      if (writes.length > 0) tracked = this.#track(writes);
-      p = call();
-    } catch (err) {
-      tracked?.abandoned();
-      return Promise.reject(err);
-    }
-    if (tracked === undefined) return p;
-    const t = tracked;
-    return p.finally(() => t.abandoned());
-  }
-
-  enqueue(
-    jobs: readonly EnqueueRequest[],
-    writes: readonly DocWrite[],
-    options?: WriteOptions,
-  ): Promise<EnqueueResult> {
-    return this.#guarded(
-      () => {
-        checkEnqueue(jobs);
-        checkWrites(writes, 'enqueue');
-        checkWriteOptions(options);
-        options?.signal?.throwIfAborted();
-      },
-      writes,
-      () =>
-        jobs.length === 0 && writes.length === 0
-          ? Promise.resolve({ ...EMPTY, jobs: [] })
-          : this.#inner.enqueue(jobs, writes, options),
-    );
-  }
-
-  claim(request: ClaimRequest): Promise<ClaimedJob | undefined> {
-    return this.#guarded(
-      () => {
-        checkClaim(request);
-        request.signal?.throwIfAborted();
-      },
-      [],
-      () => this.#inner.claim(request),
-    );
-  }
-
-  complete(
-    queue: string,
-    id: string,
-    fence: number,
-    effects: readonly DocWrite[],
-    options?: WriteOptions,
-  ): Promise<WriteResult> {
-    return this.#guarded(
-      () => {
-        checkClaimRef('complete', queue, id, fence);
-        checkWrites(effects, 'complete');
-        checkWriteOptions(options);
-        options?.signal?.throwIfAborted();
-      },
-      effects,
-      () => this.#inner.complete(queue, id, fence, effects, options),
-    );
-  }
-
-  retry(
-    queue: string,
-    id: string,
-    fence: number,
-    delayMs: number,
-    error?: string,
-  ): Promise<boolean> {
-    return this.#guarded(
-      () => {
-        checkClaimRef('retry', queue, id, fence);
-        checkJobStep('retry', delayMs, error);
-      },
-      [],
-      () => this.#inner.retry(queue, id, fence, delayMs, error),
-    );
-  }
-
-  fail(queue: string, id: string, fence: number, error: string): Promise<boolean> {
-    return this.#guarded(
-      () => {
-        checkClaimRef('fail', queue, id, fence);
-        checkJobStep('fail', 0, error);
-        if (typeof error !== 'string')
-          throw new ValidationError('fail', [{ message: 'error must be a string' }]);
-      },
-      [],
-      () => this.#inner.fail(queue, id, fence, error),
-    );
-  }
-
-  extend(queue: string, id: string, fence: number, ms: number): Promise<boolean> {
-    return this.#guarded(
-      () => {
-        checkClaimRef('extend', queue, id, fence);
-        checkJobStep('extend', ms, undefined, true);
-      },
-      [],
-      () => this.#inner.extend(queue, id, fence, ms),
-    );
-  }
-
-  getJob(queue: string, id: string): Promise<StoredJob | undefined> {
-    return this.#guarded(
-      () => checkJobRef('get', queue, id),
-      [],
-      () => this.#inner.getJob(queue, id),
-    );
-  }
-
-  queueStats(queue: string): Promise<QueueStats> {
-    return this.#guarded(
-      () => checkJobRef('stats', queue, '-'),
-      [],
-      () => this.#inner.queueStats(queue),
-    );
-  }
-
-  retryFailed(queue: string, id: string): Promise<boolean> {
-    return this.#guarded(
-      () => checkJobRef('retryFailed', queue, id),
-      [],
-      () => this.#inner.retryFailed(queue, id),
-    );
-  }
 }
 
 /** A backend without rate limits (see "Rate limits and expiring documents" in backend.ts). */

@@ -29,6 +29,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
+import { wakeOrTimeout } from '../../sync/wake-or-timeout.js';
 import { batch } from './batch.js';
 import type { Combiner } from './combine.js';
 import type { Conn } from './conn.js';
@@ -54,9 +55,6 @@ import { type Sleeper, Wakeups } from './queue-wakeups.js';
 import { docId, RAW, type Raw, resultsOf } from './rows.js';
 import type { WriteScope } from './scope.js';
 import { FENCE_SEQUENCE, ident, lit, lockHash, sqlState } from './sql.js';
-
-/** setTimeout's largest delay. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** A job id as the table holds it (a bigint); anything else names no job. */
 const ID = /^[1-9][0-9]{0,17}$/;
@@ -382,26 +380,7 @@ export class PgQueues implements QueueBackend {
           left,
           due === null || due === undefined ? Number.POSITIVE_INFINITY : Math.max(0, num(due)) + 1,
         );
-        await new Promise<void>((resolve, reject) => {
-          const timer = Number.isFinite(ms)
-            ? setTimeout(done, Math.min(MAX_TIMER_MS, ms))
-            : undefined;
-          const onAbort = () => {
-            cleanup();
-            reject(signal?.reason);
-          };
-          function cleanup() {
-            if (timer !== undefined) clearTimeout(timer);
-            signal?.removeEventListener('abort', onAbort);
-          }
-          function done() {
-            cleanup();
-            resolve();
-          }
-          wake.then(done);
-          if (signal?.aborted) onAbort();
-          else signal?.addEventListener('abort', onAbort, { once: true });
-        });
+        await wakeOrTimeout(wake, ms, signal);
       } finally {
         this.#wakeups.remove(sleeper);
       }

@@ -32,14 +32,12 @@ import type {
   WriteOptions,
   WriteResult,
 } from '../../store/backend.js';
+import { wakeOrTimeout } from '../../sync/wake-or-timeout.js';
 import type { KeyLayout, QueueKeys } from './keys.js';
 import { QueueWakeups, type Sleeper } from './queue-wakeups.js';
 import type { ScriptName } from './scripts.js';
 import { type Reply, readReply } from './wire.js';
 import type { LockWait, Plan, WritePath } from './writes.js';
-
-/** setTimeout's largest delay. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** What the queues use of their backend. */
 export interface RedisQueuesHost {
@@ -254,26 +252,7 @@ export class RedisQueues implements QueueBackend {
         const left = deadline - performance.now();
         if (left <= 0) return undefined;
         const ms = Math.min(left, got === undefined ? Number.POSITIVE_INFINITY : got + 1);
-        await new Promise<void>((resolve, reject) => {
-          const timer = Number.isFinite(ms)
-            ? setTimeout(done, Math.min(MAX_TIMER_MS, ms))
-            : undefined;
-          const onAbort = () => {
-            cleanup();
-            reject(signal?.reason);
-          };
-          function cleanup() {
-            if (timer !== undefined) clearTimeout(timer);
-            signal?.removeEventListener('abort', onAbort);
-          }
-          function done() {
-            cleanup();
-            resolve();
-          }
-          wake.then(done);
-          if (signal?.aborted) onAbort();
-          else signal?.addEventListener('abort', onAbort, { once: true });
-        });
+        await wakeOrTimeout(wake, ms, signal);
       } finally {
         wakeups.remove(sleeper);
       }

@@ -205,3 +205,48 @@ export function checkPayments(input: { limit: number; overLimit: number; peak: n
     note: `${input.overLimit} calls started over the limit of ${input.limit} (peak ${input.peak} in flight)`,
   };
 }
+
+/** One admission as the client saw it: sent at `start`, answered at `end` (ms, one clock). */
+export interface Admission {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * Rate limit: in no interval of `windowMs` are more than `limit` calls admitted. Only certain
+ * excess counts: admissions whose whole request-reply spans fit inside one window (so their
+ * true, server-side instants do too). Violations = the largest such excess.
+ *
+ * @example
+ * ```ts
+ * checkRateLimit({ limit: 1, windowMs: 100, admitted: [{ start: 0, end: 1 }, { start: 2, end: 3 }] });
+ * // { violations: 1, note: '2 admitted within 100 ms (limit 1): 1 too many' }
+ * ```
+ */
+export function checkRateLimit(input: {
+  limit: number;
+  windowMs: number;
+  admitted: readonly Admission[];
+}): Verdict {
+  const a = [...input.admitted].sort((x, y) => x.start - y.start);
+  let most = 0;
+  for (let i = 0; i < a.length; i++) {
+    const from = (a[i] as Admission).start;
+    let n = 0;
+    for (let j = i; j < a.length && (a[j] as Admission).start < from + input.windowMs; j++) {
+      if ((a[j] as Admission).end < from + input.windowMs) n += 1;
+    }
+    most = Math.max(most, n);
+  }
+  const excess = Math.max(0, most - input.limit);
+  if (excess === 0) {
+    return {
+      violations: 0,
+      note: `at most ${most} admitted in any ${input.windowMs} ms (limit ${input.limit}; ${a.length} admitted in all)`,
+    };
+  }
+  return {
+    violations: excess,
+    note: `${most} admitted within ${input.windowMs} ms (limit ${input.limit}): ${excess} too many`,
+  };
+}

@@ -14,7 +14,16 @@ import { scanKeys } from '../backends/redis/drop-prefix.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://root@127.0.0.1:5432/test';
-const SCENARIOS = ['counter', 'bank', 'campaign', 'learner', 'queue', 'queue-crash', 'payments'];
+const SCENARIOS = [
+  'counter',
+  'bank',
+  'campaign',
+  'learner',
+  'queue',
+  'queue-crash',
+  'payments',
+  'ratelimit',
+];
 
 interface Run {
   code: number;

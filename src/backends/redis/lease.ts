@@ -227,10 +227,14 @@ export class RedisLease implements Lease {
     this.#done = true;
     this._stop();
     this.#backend._forget(this);
+    // Once this side declared the lease lost (its signal aborted: the local deadline passed, the
+    // earliest moment the server may have let go), release answers false even if the server's
+    // key had not expired yet: the holder was already told it lost, and the answer must agree.
+    const lostBefore = this.#lost;
     this.#released = this.#backend._release(this.#keys5, this.#owner).then(
       (held) => {
         if (!held) this.#lost = true;
-        return held;
+        return held && !lostBefore;
       },
       // Never hide the caller's own error behind a release failure.
       () => false,

@@ -7,13 +7,14 @@ import { learner } from './learner.js';
 import { payments } from './payments.js';
 import { queue } from './queue.js';
 import { queueCrash } from './queue-crash.js';
+import { ratelimit } from './ratelimit.js';
 
 /**
  * The scenarios, in run order.
  *
  * @example
  * ```ts
- * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue', 'queue-crash', 'payments']
+ * scenarios.map((s) => s.name); // ['counter', 'bank', 'campaign', 'learner', 'queue', 'queue-crash', 'payments', 'ratelimit']
  * ```
  */
 export const scenarios: readonly Scenario[] = [
@@ -24,6 +25,7 @@ export const scenarios: readonly Scenario[] = [
   queue,
   queueCrash,
   payments,
+  ratelimit,
 ];
 
 /** The names `npm run lab -- <names...>` accepts. */

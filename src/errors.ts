@@ -78,13 +78,17 @@ export class DeadlockError extends LockstepError {
   }
 }
 
-/** The lease expired or was taken over before the commit; nothing was written. */
+/**
+ * The lease expired or was taken over before the commit; nothing was written (for a document
+ * lock). A named lock's `run` says instead what its callback did: it ran, without the lock at
+ * the end.
+ */
 export class LeaseLostError extends LockstepError {
   readonly lock: string;
-  constructor(lock: string, detail?: string) {
+  constructor(lock: string, detail?: string, outcome = 'nothing was written') {
     super(
       'LEASE_LOST',
-      `lease on ${lock} was lost${detail ? ` (${detail})` : ''}; nothing was written. Raise leaseMs or keep the critical section shorter`,
+      `lease on ${lock} was lost${detail ? ` (${detail})` : ''}; ${outcome}. Raise leaseMs or keep the critical section shorter`,
     );
     this.lock = lock;
   }

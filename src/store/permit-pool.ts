@@ -132,9 +132,13 @@ export class PermitPool {
         throw err;
       }
       if (!(await permit.end())) {
+        // The callback ran: whatever it wrote outside the store was written, but not
+        // necessarily under the lock at its end. (A release whose reply was lost counts here
+        // too: nothing confirms the permit still held.)
         throw new LeaseLostError(
           this.label,
-          'it expired or its connection was lost before the callback ended',
+          'it expired, or its connection was lost, before the callback ended, or its release could not be confirmed',
+          'the callback ran to its end, but may not have held the lock throughout: check what it wrote (its fence tells the systems it wrote to)',
         );
       }
       return out;
